@@ -1,0 +1,192 @@
+"""The one source of truth for every number in moonshine-tfx.
+
+Audio, feature, vocabulary and model sizes live here and nowhere else: the
+ExampleGen, Transform, Trainer, Evaluator, serving signature, CLI and tests all
+import them. Presets bundle a model size with a training schedule.
+
+The seed configuration (the project's ModelArgs table) departs from the paper
+in two deliberate ways: it feeds the encoder 80-bin log-mel features through a
+conv stem of kernel 9 / stride 2 instead of the paper's raw-waveform stem, and
+it predicts a 31-symbol character vocabulary instead of the 32k BPE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Tuple
+
+# --- Audio ------------------------------------------------------------------
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 0.025  # 25 ms Hann window
+HOP_SECONDS = 0.010  # 10 ms hop
+WINDOW_SAMPLES = int(round(SAMPLE_RATE * WINDOW_SECONDS))  # 400
+HOP_SAMPLES = int(round(SAMPLE_RATE * HOP_SECONDS))  # 160
+FFT_LENGTH = 512  # next power of two >= WINDOW_SAMPLES
+N_MELS = 80
+MEL_FMIN = 0.0
+MEL_FMAX = SAMPLE_RATE / 2.0
+LOG_FLOOR = 1e-6  # log(max(power, LOG_FLOOR)) keeps silence finite
+
+# --- Data guards (icefall/ESPnet-style duration filters) --------------------
+MIN_AUDIO_SECONDS = WINDOW_SECONDS  # shorter than one window has no frame
+MAX_AUDIO_SECONDS = 35.0  # LibriSpeech's longest utterance is ~35 s
+
+# --- Character vocabulary (the seed's tgt_vocab_size = 31) ------------------
+PAD_ID = 0
+SOS_ID = 1
+EOS_ID = 2
+SPECIAL_TOKENS: Tuple[str, ...] = ("<pad>", "<s>", "</s>")
+# LibriSpeech transcripts are upper case with the apostrophe as the only
+# punctuation; space separates words.
+CHARACTERS: Tuple[str, ...] = (" ", "'") + tuple(
+    chr(c) for c in range(ord("A"), ord("Z") + 1))
+VOCABULARY: Tuple[str, ...] = SPECIAL_TOKENS + CHARACTERS
+VOCAB_SIZE = len(VOCABULARY)
+assert VOCAB_SIZE == 31, VOCAB_SIZE
+
+# Greedy decoding is capped by audio duration, as the official model caps it
+# at ~6 BPE tokens per second; characters need a proportionally larger cap
+# (English speech runs at 12-18 characters per second).
+MAX_TOKENS_PER_SECOND = 25.0
+MIN_DECODE_TOKENS = 8
+
+# --- Raw example features (written by the LibriSpeech ExampleGen) -----------
+AUDIO_KEY = "audio"  # float32 samples in [-1, 1], 16 kHz mono
+TRANSCRIPT_KEY = "transcript"  # bytes, upper-case LibriSpeech text
+UTTERANCE_ID_KEY = "utterance_id"  # bytes, "<speaker>-<chapter>-<utt>"
+SPEAKER_ID_KEY = "speaker_id"  # int64
+CHAPTER_ID_KEY = "chapter_id"  # int64
+DURATION_KEY = "duration"  # float32 seconds
+
+# --- Transformed features (written by Transform, read by the Trainer) ------
+LOG_MEL_KEY = "log_mel"  # float32, flattened [num_frames * N_MELS], normalised
+NUM_FRAMES_KEY = "num_frames"  # int64
+TOKENS_KEY = "tokens"  # int64 [num_tokens]: <s> chars </s>
+NUM_TOKENS_KEY = "num_tokens"  # int64
+
+# --- Serving outputs --------------------------------------------------------
+TEXT_OUTPUT_KEY = "text"
+TOKENS_OUTPUT_KEY = "token_ids"
+TRANSCRIBE_SIGNATURE = "transcribe"
+
+# --- Splits -----------------------------------------------------------------
+# LibriSpeech subset prefix -> pipeline split name.
+SUBSET_PREFIX_TO_SPLIT: Dict[str, str] = {
+    "train": "train", "dev": "eval", "test": "test"}
+SPLITS: Tuple[str, ...] = ("train", "eval", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the Moonshine encoder-decoder."""
+    dim: int
+    ffn_dim: int
+    n_heads: int
+    enc_layers: int
+    dec_layers: int
+    vocab_size: int = VOCAB_SIZE
+    # 'log_mel' (the seed's stem over Transform's features) or 'waveform'
+    # (the paper's conv 127/64 stem over raw audio).
+    frontend: str = "log_mel"
+    n_mels: int = N_MELS
+    conv_kernel: int = 9
+    conv_stride: int = 2
+    conv_layers: int = 2  # two stride-2 convs: 100 -> 25 frames per second
+    dropout: float = 0.1
+    # Rotary embeddings on the first max(head_dim // 2, 32) dims of a head,
+    # as the official model does.
+    rope_base: float = 10_000.0
+    max_target_len: int = 512
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return min(self.head_dim, max(self.head_dim // 2, 32))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training schedule; steps are optimiser updates."""
+    batch_size: int = 16
+    epochs: int = 120
+    warmup_steps: int = 10_000
+    max_lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decay floor as a fraction of max_lr
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    train_steps: int = 0  # 0: derive from epochs x examples / batch_size
+    eval_steps: int = 0  # 0: the whole eval split
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    # Absolute blessing bound on eval-split WER (an upper bound).
+    wer_upper_bound: float = 0.5
+
+
+PRESETS: Dict[str, Preset] = {
+    # The seed's ModelArgs table: 256 dims, 8 heads, 8 decoder layers,
+    # kernel 9 stride 2, dropout 0.1, 10,000 warmup steps, 120 epochs, batch 2.
+    "seed": Preset(
+        "seed",
+        ModelConfig(dim=256, ffn_dim=1024, n_heads=8, enc_layers=8,
+                    dec_layers=8),
+        TrainConfig(batch_size=2, epochs=120, warmup_steps=10_000,
+                    max_lr=5e-4)),
+    # The paper's tiny (27M with its 32k vocabulary) and base (61M).
+    "tiny": Preset(
+        "tiny",
+        ModelConfig(dim=288, ffn_dim=1152, n_heads=8, enc_layers=6,
+                    dec_layers=6),
+        TrainConfig(batch_size=32, epochs=120, warmup_steps=10_000,
+                    max_lr=1.4e-3)),
+    "base": Preset(
+        "base",
+        ModelConfig(dim=416, ffn_dim=1664, n_heads=8, enc_layers=8,
+                    dec_layers=8),
+        TrainConfig(batch_size=32, epochs=120, warmup_steps=10_000,
+                    max_lr=1.4e-3)),
+    # Sized for `make demo` on a 2-core CPU in well under 30 minutes.
+    "demo": Preset(
+        "demo",
+        ModelConfig(dim=160, ffn_dim=640, n_heads=4, enc_layers=4,
+                    dec_layers=2, dropout=0.1),
+        TrainConfig(batch_size=16, epochs=14, warmup_steps=300,
+                    max_lr=2e-3),
+        wer_upper_bound=1.0),
+    # The end-to-end test: seconds of training, proves wiring not accuracy.
+    "ci": Preset(
+        "ci",
+        ModelConfig(dim=32, ffn_dim=64, n_heads=2, enc_layers=1,
+                    dec_layers=1, dropout=0.0),
+        TrainConfig(batch_size=8, epochs=1, warmup_steps=10, max_lr=1e-3,
+                    train_steps=20, eval_steps=2),
+        wer_upper_bound=10.0),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown preset {name!r}; choose one of {sorted(PRESETS)}"
+        ) from None
+
+
+def preset_to_dict(preset: Preset) -> dict:
+    return dataclasses.asdict(preset)
+
+
+def preset_from_dict(d: dict) -> Preset:
+    return Preset(name=d["name"], model=ModelConfig(**d["model"]),
+                  train=TrainConfig(**d["train"]),
+                  wer_upper_bound=d["wer_upper_bound"])

@@ -1,0 +1,78 @@
+"""Runs the pipeline with LocalDagRunner and a SQLite ML Metadata store."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Dict, List, Optional, Tuple
+
+from tfx import v1 as tfx
+
+from models import config
+from pipeline import pipeline as pipeline_def
+
+# DirectRunner in one process: TFT's analyzers and the audio decoding run
+# in-process. Pass --beam-arg to use --direct_running_mode=multi_processing,
+# Dataflow, Flink or Spark instead (see README).
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory",
+                     "--direct_num_workers=1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    output_dir: str
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata.sqlite")
+
+    @property
+    def serving_model_dir(self) -> str:
+        return os.path.join(self.output_dir, "serving_model")
+
+    @property
+    def summary_path(self) -> str:
+        return os.path.join(self.output_dir, "summary.json")
+
+
+def run_local(
+    data_root: str,
+    output_dir: str,
+    preset_name: str = "demo",
+    pipeline_name: str = "moonshine-tfx",
+    beam_args: Optional[List[str]] = None,
+    split_patterns: Optional[Dict[str, str]] = None,
+    train_steps: Optional[int] = None,
+    eval_steps: Optional[int] = None,
+    wer_upper_bound: Optional[float] = None,
+    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
+    enable_cache: bool = True,
+) -> Tuple[RunPaths, float]:
+    """Runs the whole pipeline locally; returns (paths, wall seconds)."""
+    paths = RunPaths(os.path.abspath(output_dir))
+    os.makedirs(paths.output_dir, exist_ok=True)
+    preset = config.get_preset(preset_name)
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        paths.metadata_path)
+    p = pipeline_def.create_pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=paths.pipeline_root,
+        data_root=os.path.abspath(data_root),
+        serving_model_dir=paths.serving_model_dir,
+        preset=preset,
+        metadata_connection_config=metadata,
+        beam_pipeline_args=list(beam_args or DEFAULT_BEAM_ARGS),
+        split_patterns=split_patterns,
+        train_steps=train_steps,
+        eval_steps=eval_steps,
+        wer_upper_bound=wer_upper_bound,
+        max_audio_seconds=max_audio_seconds,
+        enable_cache=enable_cache)
+    started = time.time()
+    tfx.orchestration.LocalDagRunner().run(p)
+    return paths, time.time() - started

@@ -1,0 +1,119 @@
+"""The moonshine-tfx pipeline: LibriSpeech layout in, a blessed Moonshine SavedModel out.
+
+Wiring only, in the style of TFX's penguin example: model code lives in
+`models/` and is referenced by dotted path, so the same definition compiles
+for Kubeflow (code baked into the image) and runs locally.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+from tfx import v1 as tfx
+
+from components.librispeech_example_gen.component import (
+    LibriSpeechExampleGen, default_input_config)
+from models import config
+from models import metrics
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.trainer.run_fn"
+SCHEMA_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "schemas", "schema.pbtxt")
+RESOLVER_ID = "latest_blessed_model_resolver"
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    serving_model_dir: str,
+    preset: config.Preset,
+    metadata_connection_config=None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    split_patterns: Optional[Dict[str, str]] = None,
+    train_steps: Optional[int] = None,
+    eval_steps: Optional[int] = None,
+    wer_upper_bound: Optional[float] = None,
+    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
+    schema_file: str = SCHEMA_FILE,
+    enable_cache: bool = True,
+    use_resolver: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Builds the TFX pipeline; every tunable is a parameter."""
+    example_gen = LibriSpeechExampleGen(
+        input_base=data_root,
+        input_config=default_input_config(split_patterns),
+        custom_config={"max_audio_seconds": max_audio_seconds})
+
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"])
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        splits_config=tfx.proto.SplitsConfig(
+            analyze=["train"], transform=list(config.SPLITS)),
+        # TFDV statistics over 80 x frames floats per utterance cost more
+        # than the training itself and validate nothing new.
+        disable_statistics=True,
+        custom_config={"preset": preset.name})
+
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"],
+                                       num_steps=train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"], num_steps=eval_steps),
+        custom_config={"preset": config.preset_to_dict(preset)})
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator,
+                  transform, trainer]
+
+    baseline = None
+    if use_resolver:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id(RESOLVER_ID)
+        components.append(model_resolver)
+        baseline = model_resolver.outputs["model"]
+
+    bound = preset.wer_upper_bound if wer_upper_bound is None else wer_upper_bound
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline,
+        example_splits=["eval"],
+        eval_config=metrics.eval_config(
+            wer_upper_bound=bound,
+            label_key=config.TRANSCRIPT_KEY,
+            prediction_key=config.TEXT_OUTPUT_KEY))
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=serving_model_dir)))
+    components += [evaluator, pusher]
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [],
+    )

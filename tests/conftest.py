@@ -1,0 +1,14 @@
+"""Shared test setup: Keras 2 for the whole session, before TensorFlow loads."""
+
+import os
+import sys
+
+# TFT is Keras-2 only; decide tf.keras once, before anything imports TF.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+EMBEDDED_CORPUS = os.path.join(REPO_ROOT, "data", "embedded-corpus")
