@@ -103,6 +103,45 @@ def cmd_transcribe(args) -> int:
     return 1 if failures else 0
 
 
+def _metadata_path(args) -> str:
+    if args.metadata:
+        return args.metadata
+    from pipeline.local_runner import RunPaths
+    return RunPaths(os.path.abspath(args.output_dir)).metadata_path
+
+
+def cmd_lineage(args) -> int:
+    import json
+    from pipeline import lineage
+
+    try:
+        result = lineage.lineage(_metadata_path(args), args.pushed_model_id)
+    except (FileNotFoundError, LookupError) as e:
+        raise CliError(str(e)) from None
+    print(json.dumps(result, indent=2, default=str) if args.json
+          else lineage.format_lineage(result))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    import json
+    from pipeline import lineage
+
+    try:
+        rows = lineage.runs(_metadata_path(args))
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
+    print(json.dumps(rows, indent=2) if args.json else lineage.format_runs(rows))
+    return 0
+
+
+def _add_store_args(p) -> None:
+    p.add_argument("--output-dir", default="outputs/demo",
+                   help="a run's output dir (its metadata.sqlite is read)")
+    p.add_argument("--metadata", help="path of a SQLite ML Metadata store")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from models import config
 
@@ -140,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="SavedModel dir or the Pusher's base dir (newest version)")
     tr.add_argument("files", nargs="+", metavar="FILE")
     tr.set_defaults(func=cmd_transcribe)
+
+    li = sub.add_parser("lineage", help="trace a pushed model back to its "
+                        "data, code and evaluation (ML Metadata)")
+    _add_store_args(li)
+    li.add_argument("--pushed-model-id", type=int,
+                    help="ML Metadata id of a PushedModel (default: the latest)")
+    li.set_defaults(func=cmd_lineage)
+
+    ru = sub.add_parser("runs", help="list pipeline runs: status, WER, pushed")
+    _add_store_args(ru)
+    ru.set_defaults(func=cmd_runs)
     return parser
 
 

@@ -46,16 +46,19 @@ def latest_artifact(store, type_name: str):
                default=None)
 
 
-def executions_by_component(store) -> Dict[str, List]:
-    """Executions grouped by component id (TFX's node id property)."""
-    grouped: Dict[str, List] = {}
-    for execution in store.get_executions():
-        node = execution.type.split(".")[-1]
-        for key in ("component_id",):
-            if key in execution.custom_properties:
-                node = execution.custom_properties[key].string_value
-        grouped.setdefault(node, []).append(execution)
-    return grouped
+def component_executions(store, pipeline_name: str) -> Dict[str, List]:
+    """Executions of each pipeline node, keyed by node id (e.g. 'Trainer').
+
+    TFX registers one 'node' context per component, named
+    '<pipeline name>.<node id>'.
+    """
+    prefix = pipeline_name + "."
+    by_node: Dict[str, List] = {}
+    for context in store.get_contexts_by_type("node"):
+        if context.name.startswith(prefix):
+            by_node[context.name[len(prefix):]] = (
+                store.get_executions_by_context(context.id))
+    return by_node
 
 
 def split_counts(examples_artifact) -> Dict[str, int]:

@@ -1,0 +1,433 @@
+"""Executor of the LibriSpeech ExampleGen.
+
+Each input split's pattern is a glob of LibriSpeech subset directories under
+`input_base` (e.g. `train*`). Per split the Beam pipeline
+
+    Create(subset dirs) -> list chapter dirs -> Reshuffle -> scan chapters
+      -> GroupByKey(utterance id) (duplicate ids across subsets)
+      -> decode audio (DoFn, scales over workers) -> tf.train.Example
+
+and every bad item goes to a tagged side output: it is counted with Beam
+metrics (namespace `librispeech_example_gen`, one counter per reason), written
+to `<examples uri>/quarantine/<split>.jsonl` (one JSON object per line: split,
+subset, path, reason, message, utterance_id), and summarised in
+`<examples uri>/quarantine/<split>.summary.json`. After the pipeline, `Do`
+merges the summaries into `<examples uri>/ingestion_report.json` and onto the
+output artifact (JSON custom property `ingestion_report`, and int custom
+properties `ingestion_found`, `ingestion_written`, `ingestion_quarantined`
+over all splits), and checks `found == written + quarantined` for every split.
+
+Report format: {"splits": {split: {found, written, quarantined,
+quarantined_by_reason: {reason: n}, resampled, downmixed, audio_seconds}},
+"total": {same keys over all splits}, "quarantine_files": {split:
+"quarantine/<split>.jsonl" (relative to the examples uri)}}. Splits are the
+input splits (with a hash-partitioned output_config, the one input split).
+
+Configuration (FileBasedExampleGen's `custom_config`, a google.protobuf.Struct
+packed in example_gen_pb2.CustomConfig; see component.py):
+  max_audio_seconds (default config.MAX_AUDIO_SECONDS),
+  min_audio_seconds (default config.MIN_AUDIO_SECONDS).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
+
+from absl import logging
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+import tensorflow as tf
+from google.protobuf import json_format
+from google.protobuf import struct_pb2
+from tfx import types
+from tfx.components.example_gen.base_example_gen_executor import (
+    BaseExampleGenExecutor)
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
+
+from components.librispeech_example_gen import layout
+from models import config
+
+METRICS_NAMESPACE = "librispeech_example_gen"
+
+MAX_AUDIO_SECONDS_KEY = "max_audio_seconds"
+MIN_AUDIO_SECONDS_KEY = "min_audio_seconds"
+CUSTOM_CONFIG_KEYS = (MAX_AUDIO_SECONDS_KEY, MIN_AUDIO_SECONDS_KEY)
+
+QUARANTINE_DIR = "quarantine"  # not Split-*: downstream components ignore it
+REPORT_FILE = "ingestion_report.json"
+REPORT_PROPERTY = "ingestion_report"
+QUARANTINE_SUFFIX = ".jsonl"
+SUMMARY_SUFFIX = ".summary.json"
+
+# Private exec property set by Do: where the side files go.
+_OUTPUT_URI_KEY = "_librispeech_examples_uri"
+
+_QUARANTINE_TAG = "quarantine"
+_WRITTEN_TAG = "written"
+
+
+# --- Configuration ---------------------------------------------------------------
+def custom_config_to_dict(value: Union[None, str, dict,
+                                       example_gen_pb2.CustomConfig]
+                          ) -> Dict[str, Any]:
+    """The exec property `custom_config` (JSON of CustomConfig) as a dict."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, str):
+        proto = example_gen_pb2.CustomConfig()
+        proto_utils.json_to_proto(value, proto)
+    else:
+        proto = value
+    if not proto.HasField("custom_config"):
+        return {}
+    struct = struct_pb2.Struct()
+    if not proto.custom_config.Unpack(struct):
+        raise ValueError(
+            "LibriSpeechExampleGen custom_config must pack a "
+            f"google.protobuf.Struct, got {proto.custom_config.type_url!r}")
+    return json_format.MessageToDict(struct)
+
+
+def audio_limits(exec_properties: Dict[str, Any]) -> Tuple[float, float]:
+    """(min_seconds, max_seconds) from the exec properties' custom_config."""
+    custom = custom_config_to_dict(
+        exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
+    unknown = sorted(set(custom) - set(CUSTOM_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown LibriSpeechExampleGen custom_config keys {unknown}; "
+            f"known: {list(CUSTOM_CONFIG_KEYS)}")
+    max_s = float(custom.get(MAX_AUDIO_SECONDS_KEY, config.MAX_AUDIO_SECONDS))
+    min_s = float(custom.get(MIN_AUDIO_SECONDS_KEY, config.MIN_AUDIO_SECONDS))
+    if not 0 <= min_s < max_s:
+        raise ValueError(
+            f"need 0 <= {MIN_AUDIO_SECONDS_KEY} < {MAX_AUDIO_SECONDS_KEY}, got "
+            f"{min_s} and {max_s}")
+    return min_s, max_s
+
+
+def _input_config(exec_properties: Dict[str, Any]) -> example_gen_pb2.Input:
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+        input_config)
+    return input_config
+
+
+def _split_name_for_pattern(exec_properties: Dict[str, Any],
+                            split_pattern: str) -> str:
+    names = [s.name for s in _input_config(exec_properties).splits
+             if s.pattern == split_pattern]
+    if len(names) != 1:
+        raise ValueError(
+            f"split pattern {split_pattern!r} must belong to exactly one input "
+            f"split, found {names}")
+    return names[0]
+
+
+# --- Examples -----------------------------------------------------------------------
+def make_example(utterance: layout.Utterance,
+                 audio: layout.Audio) -> tf.train.Example:
+    """The raw example: 16 kHz mono float32 audio and its labels."""
+    def _bytes(s: str) -> tf.train.Feature:
+        return tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[s.encode("utf-8")]))
+
+    def _int(i: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        config.AUDIO_KEY: tf.train.Feature(
+            float_list=tf.train.FloatList(value=audio.samples.tolist())),
+        config.TRANSCRIPT_KEY: _bytes(utterance.transcript),
+        config.UTTERANCE_ID_KEY: _bytes(utterance.utterance_id),
+        config.SPEAKER_ID_KEY: _int(utterance.speaker_id),
+        config.CHAPTER_ID_KEY: _int(utterance.chapter_id),
+        config.DURATION_KEY: tf.train.Feature(
+            float_list=tf.train.FloatList(value=[audio.duration])),
+    }))
+
+
+# --- Beam pieces ---------------------------------------------------------------------
+def _scan(entry: Union[str, layout.Quarantined]
+          ) -> Iterator[Union[layout.Utterance, layout.Quarantined]]:
+    if isinstance(entry, layout.Quarantined):
+        yield entry
+    else:
+        yield from layout.scan_chapter(entry)
+
+
+class _ScanPartition(beam.DoFn):
+    """Routes scanned items: utterances keyed by id, quarantined tagged."""
+
+    def __init__(self):
+        self._found = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "found")
+
+    def process(self, item):
+        self._found.inc()
+        if isinstance(item, layout.Quarantined):
+            yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, item)
+        else:
+            yield item.utterance_id, item
+
+
+def _dedupe(keyed: Tuple[str, Iterable[layout.Utterance]]):
+    _, candidates = keyed
+    keep, duplicates = layout.resolve_duplicates(candidates)
+    yield keep
+    for q in duplicates:
+        yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, q)
+
+
+class _DecodeDoFn(beam.DoFn):
+    """Decodes one utterance's audio into a tf.train.Example.
+
+    Main output: tf.train.Example. Tagged `quarantine`: layout.Quarantined.
+    Tagged `written`: (resampled, downmixed, seconds) for the report.
+    """
+
+    def __init__(self, min_seconds: float, max_seconds: float):
+        self._min_seconds = min_seconds
+        self._max_seconds = max_seconds
+        self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+                                                     "written")
+        self._resampled = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+                                                       "resampled")
+        self._downmixed = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
+                                                       "downmixed")
+        self._seconds = beam.metrics.Metrics.distribution(
+            METRICS_NAMESPACE, "audio_milliseconds")
+
+    def process(self, utterance: layout.Utterance):
+        try:
+            audio = layout.load_audio(utterance.audio_path,
+                                      max_seconds=self._max_seconds,
+                                      min_seconds=self._min_seconds)
+        except layout.QuarantineError as e:
+            yield beam.pvalue.TaggedOutput(
+                _QUARANTINE_TAG,
+                e.to_quarantined(utterance.utterance_id, utterance.subset))
+            return
+        self._written.inc()
+        if audio.resampled:
+            self._resampled.inc()
+        if audio.downmixed:
+            self._downmixed.inc()
+        self._seconds.update(int(round(audio.duration * 1000)))
+        yield make_example(utterance, audio)
+        yield beam.pvalue.TaggedOutput(
+            _WRITTEN_TAG, (audio.resampled, audio.downmixed, audio.duration))
+
+
+def _count_quarantined(q: layout.Quarantined) -> layout.Quarantined:
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, q.reason).inc()
+    logging.warning("LibriSpeechExampleGen quarantined %s", q.message)
+    return q
+
+
+_COUNT_KEYS = ("found", "written", "quarantined", "resampled", "downmixed",
+               "audio_seconds")
+
+
+def empty_summary() -> Dict[str, Any]:
+    return {"found": 0, "written": 0, "quarantined": 0,
+            "quarantined_by_reason": {}, "resampled": 0, "downmixed": 0,
+            "audio_seconds": 0.0}
+
+
+def merge_summaries(summaries: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
+    """Sums summaries; reasons sorted, seconds rounded to milliseconds."""
+    out = empty_summary()
+    by_reason = collections.Counter()
+    for summary in summaries:
+        for key in _COUNT_KEYS:
+            out[key] += summary[key]
+        by_reason.update(summary["quarantined_by_reason"])
+    out["quarantined_by_reason"] = dict(sorted(by_reason.items()))
+    out["audio_seconds"] = round(out["audio_seconds"], 3)
+    return out
+
+
+class _SummaryFn(beam.CombineFn):
+    """Sums events ('found', n) | ('quarantined', reason) | ('written', ...)."""
+
+    def create_accumulator(self):
+        return empty_summary()
+
+    def add_input(self, acc, event):
+        kind = event[0]
+        if kind == "found":
+            acc["found"] += event[1]
+        elif kind == "quarantined":
+            acc["quarantined"] += 1
+            by_reason = acc["quarantined_by_reason"]
+            by_reason[event[1]] = by_reason.get(event[1], 0) + 1
+        else:
+            _, resampled, downmixed, seconds = event
+            acc["written"] += 1
+            acc["resampled"] += int(resampled)
+            acc["downmixed"] += int(downmixed)
+            acc["audio_seconds"] += float(seconds)
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        return merge_summaries(accumulators)
+
+    def extract_output(self, acc):
+        return merge_summaries([acc])
+
+
+def _write_json(obj: Any, path: str) -> None:
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def _quarantine_json(q: layout.Quarantined, split: str) -> str:
+    record = {"split": split}
+    record.update(q.to_dict())
+    return json.dumps(record, sort_keys=True)
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def LibriSpeechToExample(  # pylint: disable=invalid-name
+        pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
+        split_pattern: str) -> beam.pvalue.PCollection:
+    """Reads the LibriSpeech subsets matching `split_pattern` as Examples.
+
+    Args:
+      pipeline: the Beam pipeline.
+      exec_properties: input_base, input_config, custom_config and (set by
+        Executor.Do) the private output uri for the quarantine side files;
+        without it the quarantine is only counted and logged.
+      split_pattern: glob of subset directories relative to input_base.
+
+    Returns:
+      PCollection of tf.train.Example.
+    """
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    split = _split_name_for_pattern(exec_properties, split_pattern)
+    min_seconds, max_seconds = audio_limits(exec_properties)
+    subset_dirs = layout.find_subset_dirs(input_base, split_pattern)
+    logging.info("LibriSpeechExampleGen split %s: subsets %s", split,
+                 subset_dirs)
+
+    scanned = (
+        pipeline
+        | "SubsetDirs" >> beam.Create(subset_dirs)
+        | "ListChapters" >> beam.FlatMap(layout.list_subset)
+        | "ReshuffleChapters" >> beam.Reshuffle()
+        | "ScanChapters" >> beam.FlatMap(_scan)
+        | "Route" >> beam.ParDo(_ScanPartition())
+        .with_output_types(Tuple[str, layout.Utterance]).with_outputs(
+            _QUARANTINE_TAG, main="keyed"))
+    deduped = (
+        scanned.keyed
+        | "GroupById" >> beam.GroupByKey()
+        | "Dedupe" >> beam.FlatMap(_dedupe)
+        .with_output_types(layout.Utterance).with_outputs(
+            _QUARANTINE_TAG, main="utterances"))
+    decoded = (
+        deduped.utterances
+        | "Decode" >> beam.ParDo(_DecodeDoFn(min_seconds, max_seconds))
+        .with_output_types(tf.train.Example).with_outputs(_QUARANTINE_TAG, _WRITTEN_TAG, main="examples"))
+    quarantined = (
+        (scanned[_QUARANTINE_TAG], deduped[_QUARANTINE_TAG],
+         decoded[_QUARANTINE_TAG])
+        | "FlattenQuarantine" >> beam.Flatten()
+        | "CountQuarantine" >> beam.Map(_count_quarantined))
+
+    output_uri = exec_properties.get(_OUTPUT_URI_KEY)
+    if output_uri:
+        quarantine_dir = os.path.join(output_uri, QUARANTINE_DIR)
+        _ = (quarantined
+             | "QuarantineToJson" >> beam.Map(_quarantine_json, split)
+             | "WriteQuarantine" >> beam.io.WriteToText(
+                 os.path.join(quarantine_dir, split),
+                 file_name_suffix=QUARANTINE_SUFFIX, num_shards=1,
+                 shard_name_template=""))
+        events = (
+            (scanned.keyed | "FoundUtterances" >> beam.Map(lambda _: ("found", 1)),
+             scanned[_QUARANTINE_TAG]
+             | "FoundQuarantined" >> beam.Map(lambda _: ("found", 1)),
+             quarantined
+             | "QuarantineEvents" >> beam.Map(lambda q: ("quarantined",
+                                                         q.reason)),
+             decoded[_WRITTEN_TAG]
+             | "WrittenEvents" >> beam.Map(lambda w: ("written",) + tuple(w)))
+            | "FlattenEvents" >> beam.Flatten())
+        _ = (events
+             | "Summarise" >> beam.CombineGlobally(_SummaryFn())
+             | "WriteSummary" >> beam.Map(
+                 _write_json,
+                 os.path.join(quarantine_dir, split + SUMMARY_SUFFIX)))
+    return decoded.examples
+
+
+# --- Executor ------------------------------------------------------------------------
+class Executor(BaseExampleGenExecutor):
+    """TFX ExampleGen executor for a LibriSpeech-layout corpus."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        return LibriSpeechToExample
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        input_config = _input_config(exec_properties)
+        patterns = [s.pattern for s in input_config.splits]
+        if len(set(patterns)) != len(patterns):
+            raise ValueError(
+                f"LibriSpeechExampleGen input splits need distinct patterns, "
+                f"got {patterns}")
+        audio_limits(exec_properties)  # fail fast on a bad custom_config
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        exec_properties = dict(exec_properties)
+        exec_properties[_OUTPUT_URI_KEY] = examples.uri
+
+        super().Do(input_dict, output_dict, exec_properties)
+
+        splits = [s.name for s in input_config.splits]
+        report = read_summaries(examples.uri, splits)
+        report_path = os.path.join(examples.uri, REPORT_FILE)
+        _write_json(report, report_path)
+        examples.set_json_value_custom_property(REPORT_PROPERTY, report)
+        for key in ("found", "written", "quarantined"):
+            examples.set_int_custom_property(f"ingestion_{key}",
+                                             report["total"][key])
+        for split, summary in report["splits"].items():
+            logging.info("LibriSpeechExampleGen %s: %s", split, summary)
+        broken = {s: r for s, r in report["splits"].items()
+                  if r["found"] != r["written"] + r["quarantined"]}
+        if broken:
+            raise RuntimeError(
+                f"LibriSpeechExampleGen lost items (found != written + "
+                f"quarantined): {broken}; see {report_path}")
+
+
+def read_summaries(examples_uri: str, splits: Iterable[str]
+                   ) -> Dict[str, Any]:
+    """Merges the per-split summaries into the ingestion report."""
+    report: Dict[str, Any] = {
+        "splits": {},
+        "quarantine_files": {},
+    }
+    quarantine_dir = os.path.join(examples_uri, QUARANTINE_DIR)
+    for split in splits:
+        path = os.path.join(quarantine_dir, split + SUMMARY_SUFFIX)
+        with FileSystems.open(path) as f:
+            report["splits"][split] = json.loads(f.read().decode("utf-8"))
+        report["quarantine_files"][split] = os.path.join(
+            QUARANTINE_DIR, split + QUARANTINE_SUFFIX)
+    report["total"] = merge_summaries(report["splits"].values())
+    return report
