@@ -1,0 +1,94 @@
+"""preprocessing_fn under real TFT (Beam analyze-and-transform), then as a serving layer."""
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from models import config, features, preprocessing, tokenizer
+
+RAW_SPEC = {
+    config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32),
+    config.TRANSCRIPT_KEY: tf.io.FixedLenFeature([1], tf.string),
+    config.UTTERANCE_ID_KEY: tf.io.FixedLenFeature([1], tf.string),
+    config.DURATION_KEY: tf.io.FixedLenFeature([1], tf.float32),
+}
+
+
+def _examples(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        samples = int(config.SAMPLE_RATE * (0.5 + 0.25 * i))
+        t = np.arange(samples) / config.SAMPLE_RATE
+        audio = (0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t)
+                 + 0.05 * rng.standard_normal(samples)).astype(np.float32)
+        out.append({config.AUDIO_KEY: audio,
+                    config.TRANSCRIPT_KEY: [f"HELLO WORLD {i}".encode()],
+                    config.UTTERANCE_ID_KEY: [f"1-2-{i:04d}".encode()],
+                    config.DURATION_KEY: [samples / config.SAMPLE_RATE]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def transformed():
+    raw = _examples()
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(RAW_SPEC))
+    out_dir = tempfile.mkdtemp()
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+        (data, _), transform_fn = (
+            (raw, metadata)
+            | tft_beam.AnalyzeAndTransformDataset(preprocessing.preprocessing_fn))
+        _ = transform_fn | tft_beam.WriteTransformFn(out_dir)
+    return raw, data, tft.TFTransformOutput(out_dir)
+
+
+def _log_mel(raw_example):
+    audio = raw_example[config.AUDIO_KEY][None, :]
+    mel, frames = features.log_mel_spectrogram(
+        tf.constant(audio), tf.constant([audio.shape[1]], tf.int64))
+    return mel.numpy()[0, :int(frames[0])]
+
+
+def test_log_mel_is_normalised_with_training_statistics(transformed):
+    raw, data, _ = transformed
+    unnormalised = np.concatenate([_log_mel(r) for r in raw])
+    mean, std = unnormalised.mean(0), np.sqrt(unnormalised.var(0) + 1e-5)
+    for r, d in zip(raw, data):
+        expected = (_log_mel(r) - mean) / std
+        got = np.asarray(d[config.LOG_MEL_KEY]).reshape(-1, config.N_MELS)
+        assert int(d[config.NUM_FRAMES_KEY]) == expected.shape[0]
+        np.testing.assert_allclose(got, expected, atol=2e-3)
+    stacked = np.concatenate([np.asarray(d[config.LOG_MEL_KEY]).reshape(
+        -1, config.N_MELS) for d in data])
+    np.testing.assert_allclose(stacked.mean(0), 0.0, atol=1e-3)
+
+
+def test_transcripts_become_character_ids(transformed):
+    raw, data, _ = transformed
+    for r, d in zip(raw, data):
+        text = r[config.TRANSCRIPT_KEY][0].decode()
+        ids = list(np.asarray(d[config.TOKENS_KEY]))
+        assert ids[0] == config.SOS_ID and ids[-1] == config.EOS_ID
+        assert tokenizer.decode(ids) == "".join(
+            c for c in text if c in config.CHARACTERS)
+        assert int(d[config.NUM_TOKENS_KEY]) == len(ids)
+
+
+def test_serving_layer_needs_audio_only_and_matches_beam(transformed):
+    raw, data, tft_output = transformed
+    layer = tft_output.transform_features_layer()
+    audio = tf.ragged.constant([r[config.AUDIO_KEY] for r in raw[:2]],
+                               dtype=tf.float32).to_sparse()
+    out = layer({config.AUDIO_KEY: audio})
+    flat = tf.RaggedTensor.from_sparse(out[config.LOG_MEL_KEY])
+    for i in range(2):
+        np.testing.assert_allclose(flat[i].numpy(),
+                                   np.asarray(data[i][config.LOG_MEL_KEY]),
+                                   atol=1e-5)
