@@ -54,6 +54,46 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _check_subsets(data_root: str, patterns: Optional[Dict[str, str]]) -> None:
+    """Every split's glob matches a subset directory, else a usage error."""
+    from components.librispeech_example_gen import layout
+    from components.librispeech_example_gen.component import (
+        default_input_config)
+
+    for split in default_input_config(patterns).splits:
+        try:
+            layout.find_subset_dirs(data_root, split.pattern)
+        except ValueError as e:
+            raise CliError(f"split {split.name}: {e}") from None
+
+
+def cmd_validate_data(args) -> int:
+    from pipeline import validate_data
+
+    if not os.path.isdir(args.data_root):
+        raise CliError(f"--data-root {args.data_root}: no such directory")
+    if args.max_quarantined < 0 or args.max_anomalies < 0:
+        raise CliError("--max-quarantined and --max-anomalies must be >= 0")
+    patterns = _split_patterns(args.split)
+    _check_subsets(os.path.abspath(args.data_root), patterns)
+    try:
+        report = validate_data.validate_data(
+            data_root=args.data_root, output_dir=args.output_dir,
+            report_path=args.report, max_quarantined=args.max_quarantined,
+            max_anomalies=args.max_anomalies, beam_args=args.beam_arg or None,
+            split_patterns=patterns, max_audio_seconds=args.max_audio_seconds)
+    except validate_data.ValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(validate_data.format_report(report))
+    print(f"report: {report['report_path']}")
+    if report["passed"]:
+        print(f"PASS: {report['reason']}")
+        return 0
+    print(f"FAIL: {report['reason']}", file=sys.stderr)
+    return 1
+
+
 def _read_audio(path: str):
     """16 kHz mono float32 samples of any file soundfile reads."""
     import numpy as np
@@ -135,6 +175,35 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_compile_kubeflow(args) -> int:
+    from pipeline import kubeflow_runner
+
+    try:
+        path = kubeflow_runner.compile_kubeflow(
+            image=args.image, pipeline_root=args.pipeline_root,
+            output=args.output, data_root=args.data_root,
+            preset_name=args.preset, pipeline_name=args.pipeline_name,
+            gpus=args.gpus, gpu_type=args.gpu_type,
+            trainer_cpu=args.trainer_cpu, trainer_memory=args.trainer_memory,
+            beam_args=args.beam_arg or None,
+            baseline_model_uri=args.baseline_model,
+            serving_model_dir=args.serving_model_dir,
+            schema_file=args.schema_file,
+            split_patterns=_split_patterns(args.split),
+            train_steps=args.train_steps, eval_steps=args.eval_steps,
+            wer_upper_bound=args.wer_upper_bound,
+            max_audio_seconds=args.max_audio_seconds,
+            enable_cache=not args.no_cache)
+    except kubeflow_runner.KubeflowConfigError as e:
+        raise CliError(str(e)) from None
+    for note in kubeflow_runner.storage_notes(
+            args.pipeline_root, args.data_root, args.serving_model_dir,
+            args.baseline_model):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"compiled Kubeflow pipeline: {path}")
+    return 0
+
+
 def _add_store_args(p) -> None:
     p.add_argument("--output-dir", default="outputs/demo",
                    help="a run's output dir (its metadata.sqlite is read)")
@@ -173,6 +242,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-execute every component")
     run.set_defaults(func=cmd_run)
 
+    from pipeline import validate_data as vd  # constants only, no TFX
+    va = sub.add_parser(
+        "validate-data", help="ingest, compute statistics and validate a "
+        "LibriSpeech-layout corpus against the schema (no training); "
+        "exit 1 when quarantined items or anomalies exceed the thresholds")
+    va.add_argument("--data-root", required=True,
+                    help="LibriSpeech-layout root")
+    va.add_argument("--output-dir", default=vd.DEFAULT_OUTPUT_DIR,
+                    help="pipeline root and metadata store")
+    va.add_argument("--report", metavar="PATH",
+                    help=f"JSON report (default: <output-dir>/{vd.REPORT_FILE})")
+    va.add_argument("--max-quarantined", type=int, default=0, metavar="N",
+                    help="fail when more items are quarantined (default 0)")
+    va.add_argument("--max-anomalies", type=int, default=0, metavar="N",
+                    help="fail when ExampleValidator finds more schema "
+                    "anomalies (default 0)")
+    va.add_argument("--split", action="append", metavar="SPLIT=GLOB",
+                    help="subset glob per split, repeatable (default: "
+                    "train*->train, dev*->eval, test*->test)")
+    va.add_argument("--max-audio-seconds", type=float,
+                    default=config.MAX_AUDIO_SECONDS)
+    va.add_argument("--beam-arg", action="append", metavar="ARG",
+                    help="Beam pipeline arg, repeatable")
+    va.set_defaults(func=cmd_validate_data)
+
     tr = sub.add_parser("transcribe", help="transcribe audio files with a "
                         "pushed SavedModel")
     tr.add_argument("--model", required=True,
@@ -190,6 +284,58 @@ def build_parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("runs", help="list pipeline runs: status, WER, pushed")
     _add_store_args(ru)
     ru.set_defaults(func=cmd_runs)
+
+    from pipeline import kubeflow_runner as kfr  # constants only, no TFX
+    kf = sub.add_parser(
+        "compile-kubeflow", help="compile the pipeline for Kubeflow Pipelines "
+        "v2 / Vertex AI (KubeflowV2DagRunner); does not submit")
+    kf.add_argument("--image", required=True,
+                    help="the pipeline image built from the Dockerfile "
+                    "(REGISTRY/moonshine-tfx:TAG); every component runs it")
+    kf.add_argument("--pipeline-root", required=True, metavar="URI",
+                    help="gs://... or s3://... root of every artifact")
+    kf.add_argument("--output", default="pipeline.json",
+                    help="pipeline.json: PipelineJob (Vertex AI); "
+                    "pipeline.yaml: PipelineSpec (KFP UI / kfp client)")
+    kf.add_argument("--data-root", metavar="URI",
+                    help="LibriSpeech-layout root (gs://, s3://, or an "
+                    "absolute path in the image; default: the image's "
+                    f"embedded corpus, {kfr.IMAGE_EMBEDDED_CORPUS})")
+    kf.add_argument("--preset", default=kfr.DEFAULT_PRESET,
+                    choices=sorted(config.PRESETS))
+    kf.add_argument("--pipeline-name", default=kfr.DEFAULT_PIPELINE_NAME)
+    kf.add_argument("--gpus", type=int, default=1,
+                    help="GPUs for the Trainer (0: train on CPU)")
+    kf.add_argument("--gpu-type", default=kfr.DEFAULT_GPU_TYPE,
+                    help="accelerator resource: nvidia.com/gpu on open-source "
+                    "KFP, e.g. NVIDIA_TESLA_A100 on Vertex AI")
+    kf.add_argument("--trainer-cpu", default=kfr.DEFAULT_TRAINER_CPU,
+                    help="Trainer CPU limit (8, 7.5, 500m)")
+    kf.add_argument("--trainer-memory", default=kfr.DEFAULT_TRAINER_MEMORY,
+                    help="Trainer memory limit (32G, 32Gi, 512Mi)")
+    kf.add_argument("--beam-arg", action="append", metavar="ARG",
+                    help="Beam arg of ExampleGen, StatisticsGen, Transform and "
+                    "Evaluator, repeatable (default: "
+                    f"{' '.join(kfr.DEFAULT_BEAM_ARGS)})")
+    kf.add_argument("--baseline-model", metavar="URI",
+                    help="Trainer model artifact (holding Format-Serving/) "
+                    "imported as the Evaluator's no-regression baseline; "
+                    "without it only the absolute WER bound gates")
+    kf.add_argument("--serving-model-dir", metavar="URI",
+                    help="Pusher destination (default: "
+                    "<pipeline-root>/<pipeline-name>/serving_model)")
+    kf.add_argument("--schema-file", default=kfr.IMAGE_SCHEMA_FILE,
+                    help="the curated schema as the pods see it")
+    kf.add_argument("--split", action="append", metavar="SPLIT=GLOB",
+                    help="subset glob per split, repeatable")
+    kf.add_argument("--train-steps", type=int, default=None)
+    kf.add_argument("--eval-steps", type=int, default=None)
+    kf.add_argument("--wer-upper-bound", type=float, default=None)
+    kf.add_argument("--max-audio-seconds", type=float,
+                    default=config.MAX_AUDIO_SECONDS)
+    kf.add_argument("--no-cache", action="store_true",
+                    help="disable KFP's execution caching")
+    kf.set_defaults(func=cmd_compile_kubeflow)
     return parser
 
 

@@ -8,9 +8,10 @@ for Kubeflow (code baked into the image) and runs locally.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 from tfx import v1 as tfx
+from tfx import version as tfx_version
 
 from components.librispeech_example_gen.component import (
     LibriSpeechExampleGen, default_input_config)
@@ -23,6 +24,59 @@ SCHEMA_FILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     "schemas", "schema.pbtxt")
 RESOLVER_ID = "latest_blessed_model_resolver"
+BASELINE_IMPORTER_ID = "baseline_model_importer"
+
+
+class DataComponents(NamedTuple):
+    """The data steps shared by the full pipeline and `validate-data`."""
+    example_gen: LibriSpeechExampleGen
+    statistics_gen: tfx.components.StatisticsGen
+    schema_gen: tfx.components.ImportSchemaGen
+    example_validator: tfx.components.ExampleValidator
+
+
+def create_data_components(
+    data_root: str,
+    split_patterns: Optional[Dict[str, str]] = None,
+    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
+    schema_file: str = SCHEMA_FILE,
+) -> DataComponents:
+    """Ingestion, statistics, the curated schema and the ExampleValidator."""
+    example_gen = LibriSpeechExampleGen(
+        input_base=data_root,
+        input_config=default_input_config(split_patterns),
+        custom_config={"max_audio_seconds": max_audio_seconds})
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"])
+    return DataComponents(example_gen, statistics_gen, schema_gen,
+                          example_validator)
+
+
+def create_data_validation_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    metadata_connection_config=None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    split_patterns: Optional[Dict[str, str]] = None,
+    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
+    schema_file: str = SCHEMA_FILE,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """The data steps of create_pipeline alone (`moonshine-tfx validate-data`)."""
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=list(create_data_components(
+            data_root, split_patterns, max_audio_seconds, schema_file)),
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [],
+    )
 
 
 def create_pipeline(
@@ -41,19 +95,12 @@ def create_pipeline(
     schema_file: str = SCHEMA_FILE,
     enable_cache: bool = True,
     use_resolver: bool = True,
+    baseline_model_uri: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline; every tunable is a parameter."""
-    example_gen = LibriSpeechExampleGen(
-        input_base=data_root,
-        input_config=default_input_config(split_patterns),
-        custom_config={"max_audio_seconds": max_audio_seconds})
-
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"],
-        schema=schema_gen.outputs["schema"])
+    example_gen, statistics_gen, schema_gen, example_validator = (
+        create_data_components(data_root, split_patterns, max_audio_seconds,
+                               schema_file))
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -79,6 +126,9 @@ def create_pipeline(
     components = [example_gen, statistics_gen, schema_gen, example_validator,
                   transform, trainer]
 
+    if use_resolver and baseline_model_uri:
+        raise ValueError("baseline_model_uri replaces the Resolver: pass "
+                         "use_resolver=False with it")
     baseline = None
     if use_resolver:
         model_resolver = tfx.dsl.Resolver(
@@ -89,6 +139,17 @@ def create_pipeline(
         ).with_id(RESOLVER_ID)
         components.append(model_resolver)
         baseline = model_resolver.outputs["model"]
+    elif baseline_model_uri:
+        # Where no Resolver runs (open-source KFP): import a known Trainer
+        # model artifact (the dir holding Format-Serving/) as the baseline.
+        baseline_importer = tfx.dsl.Importer(
+            source_uri=baseline_model_uri,
+            artifact_type=tfx.types.standard_artifacts.Model,
+            # Marks the current Format-Serving/ layout for TFX's path lookup.
+            custom_properties={"tfx_version": tfx_version.__version__},
+        ).with_id(BASELINE_IMPORTER_ID)
+        components.append(baseline_importer)
+        baseline = baseline_importer.outputs["result"]
 
     bound = preset.wer_upper_bound if wer_upper_bound is None else wer_upper_bound
     evaluator = tfx.components.Evaluator(

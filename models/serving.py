@@ -1,0 +1,101 @@
+"""The exported SavedModel: raw 16 kHz audio in, text out.
+
+Two signatures share one graph path (Transform layer -> encoder -> greedy
+decoding -> detokenisation):
+- `transcribe`: float32 audio [batch, samples] plus per-example lengths;
+- `serving_default`: serialized tf.Examples in the raw ExampleGen format,
+  which is what TFMA's Evaluator feeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from models import config
+from models import decoding
+from models import tokenizer
+
+PRESET_ASSET = "moonshine_preset.json"
+
+
+def _audio_to_raw_feature(audio: tf.Tensor, num_samples: tf.Tensor, spec):
+    """Dense padded audio as the parsed form Transform's raw spec expects."""
+    ragged = tf.RaggedTensor.from_tensor(audio, lengths=num_samples)
+    if isinstance(spec, tf.io.FixedLenFeature):
+        return audio
+    if isinstance(spec, tf.io.RaggedFeature):
+        return ragged
+    return ragged.to_sparse()
+
+
+class MoonshineServingModule(tf.Module):
+    """Tracks the model and the Transform layer so both are saved."""
+
+    def __init__(self, model, tf_transform_output, preset: config.Preset):
+        super().__init__(name="moonshine_serving")
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self._audio_spec = tf_transform_output.raw_feature_spec()[
+            config.AUDIO_KEY]
+        self._frontend = preset.model.frontend
+        self._n_mels = preset.model.n_mels
+
+    def _model_inputs(self, transformed):
+        if self._frontend == "log_mel":
+            num_frames = tf.cast(transformed[config.NUM_FRAMES_KEY], tf.int32)
+            flat = transformed[config.LOG_MEL_KEY]
+            if isinstance(flat, tf.SparseTensor):
+                flat = tf.RaggedTensor.from_sparse(flat)
+            frames = tf.RaggedTensor.from_row_lengths(
+                tf.reshape(flat.flat_values, [-1, self._n_mels]),
+                tf.cast(num_frames, tf.int64))
+            return frames.to_tensor(0.0), num_frames
+        raise ValueError(f"unsupported front end {self._frontend!r}")
+
+    def _transcribe(self, audio: tf.Tensor, num_samples: tf.Tensor):
+        audio = tf.debugging.check_numerics(
+            audio, "audio contains NaN or Inf samples")
+        num_samples = tf.cast(num_samples, tf.int64)
+        tf.debugging.assert_rank(audio, 2, message="audio must be [batch, samples]")
+        raw = {config.AUDIO_KEY: _audio_to_raw_feature(
+            audio, num_samples, self._audio_spec)}
+        transformed = self.tft_layer(raw)
+        features, lengths = self._model_inputs(transformed)
+        encoded, encoded_lengths = self.model.encode(features, lengths)
+        seconds = tf.cast(num_samples, tf.float32) / float(config.SAMPLE_RATE)
+        max_tokens = decoding.max_tokens_for_duration(seconds)
+        token_ids = decoding.greedy_decode(
+            self.model, encoded, encoded_lengths, max_tokens)
+        return {config.TEXT_OUTPUT_KEY: tokenizer.tf_decode(token_ids),
+                config.TOKENS_OUTPUT_KEY: tf.cast(token_ids, tf.int32)}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.float32, name="audio"),
+        tf.TensorSpec([None], tf.int64, name="num_samples")])
+    def transcribe(self, audio, num_samples):
+        return self._transcribe(audio, num_samples)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, serialized):
+        parsed = tf.io.parse_example(
+            serialized, {config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32)})
+        audio = tf.RaggedTensor.from_sparse(parsed[config.AUDIO_KEY])
+        return self._transcribe(audio.to_tensor(0.0), audio.row_lengths())
+
+
+def export_serving_model(model, tf_transform_output, preset: config.Preset,
+                         export_dir: str) -> str:
+    module = MoonshineServingModule(model, tf_transform_output, preset)
+    signatures = {
+        "serving_default": module.serve_examples.get_concrete_function(),
+        config.TRANSCRIBE_SIGNATURE: module.transcribe.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    # Beside the SavedModel so `transcribe` and reports can show what was served.
+    with tf.io.gfile.GFile(os.path.join(export_dir, PRESET_ASSET), "w") as f:
+        json.dump(config.preset_to_dict(preset), f, indent=2)
+    return export_dir

@@ -1,0 +1,270 @@
+"""Compiles the pipeline for Kubeflow Pipelines (KFP v2) or Vertex AI Pipelines.
+
+The same `create_pipeline` as the local run, compiled by TFX's
+`KubeflowV2DagRunner` into a PipelineSpec YAML (what the open-source KFP UI
+and `kfp` client upload) or a PipelineJob JSON (what Vertex AI Pipelines
+submits). What differs from the local run:
+
+- Every component runs in one image (`--image`, built from the repo's
+  Dockerfile); the model code is referenced by dotted path
+  (`models.preprocessing.preprocessing_fn`, `models.trainer.run_fn`) and baked
+  into that image, so nothing is packaged at compile time.
+- The Trainer asks for GPUs (`nvidia.com/gpu`, the Kubernetes resource name
+  that open-source KFP uses verbatim) and CPU/memory limits through a
+  ResourceSpec platform config.
+- The Beam components (ExampleGen, StatisticsGen, Transform, Evaluator) get
+  the pipeline's Beam args; the default is the DirectRunner over every core
+  of the pod, and any runner (Dataflow, Flink, Spark) can be passed instead.
+- No Resolver node: open-source KFP does not run TFX Resolvers. The
+  Evaluator's baseline, when wanted, is imported (`baseline_model_uri`).
+- Paths baked into the spec are read inside the containers: the pipeline
+  root must be a TFX filesystem (`gs://`, `s3://`; KFP's default `minio://` is
+  not one), and the schema and default corpus are the image's copies.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+from models import config
+
+REMOTE_SCHEMES = ("gs://", "s3://")
+# Where the Dockerfile puts the repo (WORKDIR); paths below are in the image.
+IMAGE_APP_DIR = "/opt/moonshine-tfx"
+IMAGE_SCHEMA_FILE = posixpath.join(IMAGE_APP_DIR, "schemas", "schema.pbtxt")
+IMAGE_EMBEDDED_CORPUS = posixpath.join(IMAGE_APP_DIR, "data",
+                                       "embedded-corpus")
+
+# DirectRunner over every core of the component's pod. Replace with
+# --beam-arg for Dataflow/Flink/Spark (see README, "Beam runners").
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing",
+                     "--direct_num_workers=0")
+DEFAULT_GPU_TYPE = "nvidia.com/gpu"
+DEFAULT_TRAINER_CPU = "8"
+DEFAULT_TRAINER_MEMORY = "32G"
+DEFAULT_PRESET = "tiny"
+DEFAULT_PIPELINE_NAME = "moonshine-tfx"
+
+# Kubernetes quantity suffixes relative to the GB that KFP's ResourceSpec uses.
+_MEMORY_UNITS_GB = {
+    "": 1.0, "K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3,
+    "Ki": 2**10 / 1e9, "Mi": 2**20 / 1e9, "Gi": 2**30 / 1e9,
+    "Ti": 2**40 / 1e9,
+}
+
+
+class KubeflowConfigError(ValueError):
+    """A compile option the user can fix (bad scheme, bad quantity...)."""
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(REMOTE_SCHEMES)
+
+
+def check_pipeline_root(pipeline_root: str) -> str:
+    if not is_remote(pipeline_root):
+        scheme = pipeline_root.split("://", 1)[0] + "://" \
+            if "://" in pipeline_root else "a local path"
+        raise KubeflowConfigError(
+            f"--pipeline-root {pipeline_root!r}: must be a gs:// or s3:// URI "
+            f"that every component's pod can reach, not {scheme}"
+            + (" (KFP's default minio:// is not a TFX filesystem scheme; "
+               "point at the MinIO bucket through s3:// instead)"
+               if pipeline_root.startswith("minio://") else ""))
+    return pipeline_root.rstrip("/")
+
+
+def _check_container_path(option: str, uri: str) -> str:
+    """A path read inside the pods: remote, or absolute in the image."""
+    if is_remote(uri) or (uri.startswith("/") and "://" not in uri):
+        return uri
+    raise KubeflowConfigError(
+        f"{option} {uri!r}: must be a gs:// or s3:// URI, or an absolute "
+        f"path inside the image (e.g. {IMAGE_EMBEDDED_CORPUS})")
+
+
+def _parse_quantity(option: str, value: Union[str, float, int],
+                    units: Dict[str, float], examples: str) -> float:
+    """A positive Kubernetes-style quantity, scaled by its unit suffix."""
+    suffixes = "|".join(sorted((u for u in units if u), key=len, reverse=True))
+    m = re.fullmatch(rf"\s*([0-9]*\.?[0-9]+)\s*({suffixes})?\s*", str(value))
+    if not m or float(m.group(1)) <= 0:
+        raise KubeflowConfigError(
+            f"{option} {value!r}: expected a positive quantity like {examples}")
+    return float(m.group(1)) * units[m.group(2) or ""]
+
+
+def parse_memory_gb(value: Union[str, float, int]) -> float:
+    """'32G', '32Gi', '512Mi', '64' (GB) -> GB as KFP's ResourceSpec wants."""
+    return _parse_quantity("--trainer-memory", value, _MEMORY_UNITS_GB,
+                           "32G, 32Gi or 512Mi")
+
+
+def parse_cpu(value: Union[str, float, int]) -> float:
+    """'8', '7.5', '500m' -> cores."""
+    return _parse_quantity("--trainer-cpu", value, {"": 1.0, "m": 1e-3},
+                           "8, 7.5 or 500m")
+
+
+def trainer_resources(gpus: int = 1, cpu: Union[str, float] = DEFAULT_TRAINER_CPU,
+                      memory: Union[str, float] = DEFAULT_TRAINER_MEMORY,
+                      gpu_type: str = DEFAULT_GPU_TYPE):
+    """The Trainer's ResourceSpec: GPU count/type, CPU and memory limits."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    if gpus < 0:
+        raise KubeflowConfigError(f"--gpus {gpus}: must be >= 0")
+    resource_spec = (pipeline_spec_pb2.PipelineDeploymentConfig
+                     .PipelineContainerSpec.ResourceSpec)
+    spec = resource_spec(cpu_limit=parse_cpu(cpu),
+                         memory_limit=parse_memory_gb(memory))
+    if gpus:
+        if not gpu_type:
+            raise KubeflowConfigError("--gpu-type must not be empty")
+        spec.accelerator.CopyFrom(resource_spec.AcceleratorConfig(
+            type=gpu_type, count=gpus))
+    return spec
+
+
+def storage_notes(*uris: Optional[str]) -> List[str]:
+    """What the pinned image lacks for the given URIs (printed by the CLI)."""
+    if any(u and u.startswith("s3://") for u in uris):
+        return ["s3:// needs tensorflow-io (tf.io.gfile's S3 filesystem) and "
+                "boto3 (Beam's S3 filesystem) in the image; requirements.lock "
+                "pins neither, so add them to the image before running "
+                "(gs:// works with the image as built)"]
+    return []
+
+
+def compile_kubeflow(
+    image: str,
+    pipeline_root: str,
+    output: str = "pipeline.json",
+    data_root: Optional[str] = None,
+    preset_name: str = DEFAULT_PRESET,
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+    gpus: int = 1,
+    gpu_type: str = DEFAULT_GPU_TYPE,
+    trainer_cpu: Union[str, float] = DEFAULT_TRAINER_CPU,
+    trainer_memory: Union[str, float] = DEFAULT_TRAINER_MEMORY,
+    beam_args: Optional[Sequence[str]] = None,
+    baseline_model_uri: Optional[str] = None,
+    serving_model_dir: Optional[str] = None,
+    schema_file: str = IMAGE_SCHEMA_FILE,
+    split_patterns: Optional[Dict[str, str]] = None,
+    train_steps: Optional[int] = None,
+    eval_steps: Optional[int] = None,
+    wer_upper_bound: Optional[float] = None,
+    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
+    enable_cache: bool = True,
+) -> str:
+    """Compiles the pipeline to `output`; returns its path.
+
+    `.yaml`/`.yml`: the PipelineSpec, the only form the open-source KFP UI and
+    `kfp` client upload; otherwise the PipelineJob JSON that Vertex AI submits.
+
+    Args:
+      image: the pipeline image (the repo's Dockerfile), e.g.
+        `us-docker.pkg.dev/P/R/moonshine-tfx:0.1.0`; every component runs it.
+      pipeline_root: gs:// or s3:// root of every artifact.
+      output: where to write the compiled pipeline.
+      data_root: LibriSpeech-layout root read by ExampleGen (gs://, s3:// or
+        an absolute path in the image); default the image's embedded corpus.
+      preset_name: a models.config preset.
+      gpus: `nvidia.com/gpu` count for the Trainer (0: CPU training).
+      gpu_type: the accelerator resource; open-source KFP uses it verbatim as
+        the Kubernetes resource name. Vertex wants e.g. NVIDIA_TESLA_A100.
+      trainer_cpu, trainer_memory: the Trainer's CPU and memory limits
+        (`8`, `500m`; `32G`, `32Gi`).
+      beam_args: Beam pipeline args of ExampleGen, StatisticsGen, Transform
+        and Evaluator; default DEFAULT_BEAM_ARGS.
+      baseline_model_uri: a Trainer `model` artifact URI (the directory that
+        holds `Format-Serving/`) imported as the Evaluator's baseline for the
+        no-regression check; without it only the absolute WER bound gates.
+      serving_model_dir: where the Pusher copies blessed models; default
+        `<pipeline_root>/<pipeline_name>/serving_model`.
+      schema_file: the curated schema as the pods see it.
+      split_patterns, train_steps, eval_steps, wer_upper_bound,
+      max_audio_seconds, enable_cache: as for the local run.
+    """
+    # Every option is checked before TFX (seconds to import) is loaded.
+    pipeline_root = check_pipeline_root(pipeline_root)
+    if not image or any(c.isspace() for c in image):
+        raise KubeflowConfigError(f"--image {image!r}: expected an image "
+                                  "reference like REGISTRY/moonshine-tfx:TAG")
+    data_root = _check_container_path(
+        "--data-root", data_root or IMAGE_EMBEDDED_CORPUS)
+    schema_file = _check_container_path("--schema-file", schema_file)
+    if serving_model_dir is None:
+        serving_model_dir = posixpath.join(pipeline_root, pipeline_name,
+                                           "serving_model")
+    elif not is_remote(serving_model_dir):
+        raise KubeflowConfigError(
+            f"--serving-model-dir {serving_model_dir!r}: must be a gs:// or "
+            "s3:// URI (a pod's local disk is gone when the Pusher exits)")
+    if baseline_model_uri is not None and not is_remote(baseline_model_uri):
+        raise KubeflowConfigError(
+            f"--baseline-model {baseline_model_uri!r}: must be a gs:// or "
+            "s3:// URI of a Trainer model artifact")
+    resources = trainer_resources(gpus, trainer_cpu, trainer_memory, gpu_type)
+
+    from tfx import v1 as tfx
+
+    from pipeline import pipeline as pipeline_def
+
+    p = pipeline_def.create_pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        data_root=data_root,
+        serving_model_dir=serving_model_dir,
+        preset=config.get_preset(preset_name),
+        metadata_connection_config=None,  # KFP brings its own ML Metadata
+        beam_pipeline_args=list(beam_args or DEFAULT_BEAM_ARGS),
+        split_patterns=split_patterns,
+        train_steps=train_steps,
+        eval_steps=eval_steps,
+        wer_upper_bound=wer_upper_bound,
+        max_audio_seconds=max_audio_seconds,
+        schema_file=schema_file,
+        enable_cache=enable_cache,
+        use_resolver=False,
+        baseline_model_uri=baseline_model_uri)
+    trainers = [c for c in p.components
+                if isinstance(c, tfx.components.Trainer)]
+    assert len(trainers) == 1, trainers
+    trainers[0].with_platform_config(resources)
+
+    # Schema 2.1.0: what the kfp 2.x SDK emits and the KFP 2 backend reads
+    # (`constant` parameter values, `parameterType`); Vertex reads it too.
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=True))
+    job = runner.run(p, write_out=False)
+    # TFX puts the root only in the PipelineJob's runtimeConfig, which a bare
+    # PipelineSpec (the YAML that the KFP UI and `kfp` client upload) drops;
+    # defaultPipelineRoot carries it there too (as kfp's
+    # @dsl.pipeline(pipeline_root=...) does).
+    job["pipelineSpec"]["defaultPipelineRoot"] = pipeline_root
+    return write_pipeline(job, output)
+
+
+def write_pipeline(job: dict, output: str) -> str:
+    """A .yaml/.yml output gets the PipelineSpec, anything else the whole
+    PipelineJob as JSON, as KubeflowV2DagRunner writes them."""
+    import json
+
+    import yaml
+    from tfx.dsl.io import fileio
+
+    parent = os.path.dirname(output)
+    if parent and not fileio.exists(parent):
+        fileio.makedirs(parent)
+    with fileio.open(output, "w") as f:
+        if output.endswith((".yaml", ".yml")):
+            yaml.safe_dump(job["pipelineSpec"], f, sort_keys=True)
+        else:
+            json.dump(job, f, sort_keys=True, indent=2)
+    return output

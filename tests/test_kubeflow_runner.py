@@ -1,0 +1,288 @@
+"""The Kubeflow (KFP v2 / Vertex AI) compilation of create_pipeline.
+
+Everything is asserted from the compiled JSON/YAML, as KFP reads it.
+"""
+
+import json
+import os
+
+import pytest
+
+from pipeline import cli
+from pipeline import kubeflow_runner as kfr
+
+IMAGE = "registry.example.com/ml/moonshine-tfx:0.1.0"
+ROOT = "gs://moonshine-bucket/pipeline-root"
+BASELINE = "gs://moonshine-bucket/releases/v1/Trainer/model"
+DATA_COMPONENTS = ("LibriSpeechExampleGen", "StatisticsGen", "Transform",
+                   "Evaluator")
+COMPONENTS = {"LibriSpeechExampleGen", "StatisticsGen", "ImportSchemaGen",
+              "ExampleValidator", "Transform", "Trainer", "Evaluator",
+              "Pusher"}
+
+
+class Spec:
+    """Lookups into a compiled PipelineJob dict."""
+
+    def __init__(self, job):
+        self.job = job
+        self.spec = job["pipelineSpec"]
+        self.tasks = self.spec["root"]["dag"]["tasks"]
+        self.executors = self.spec["deploymentSpec"]["executors"]
+
+    def executor(self, task):
+        ref = self.tasks[task]["componentRef"]["name"]
+        label = self.spec["components"][ref]["executorLabel"]
+        return self.executors[label]
+
+    def container(self, task):
+        return self.executor(task)["container"]
+
+    def param(self, task, name):
+        return self.tasks[task]["inputs"]["parameters"][name][
+            "runtimeValue"]["constant"]
+
+
+def _compile(tmp_path, name="pipeline.json", **kwargs):
+    kwargs.setdefault("image", IMAGE)
+    kwargs.setdefault("pipeline_root", ROOT)
+    path = kfr.compile_kubeflow(output=str(tmp_path / name), **kwargs)
+    assert path == str(tmp_path / name)
+    with open(path) as f:
+        return Spec(json.load(f))
+
+
+@pytest.fixture(scope="module")
+def default_spec(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("kfp"))
+
+
+@pytest.fixture(scope="module")
+def baseline_spec(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("kfp"), gpus=2, trainer_cpu="6",
+                    trainer_memory="30Gi", baseline_model_uri=BASELINE,
+                    beam_args=["--runner=FlinkRunner",
+                               "--flink_master=flink:8081",
+                               "--environment_type=EXTERNAL"])
+
+
+def test_every_component_runs_the_image(default_spec):
+    assert set(default_spec.tasks) == COMPONENTS
+    for task in COMPONENTS:
+        container = default_spec.container(task)
+        assert container["image"] == IMAGE, task
+        assert container["command"] == [
+            "python", "-m",
+            "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+    # The ExampleGen driver runs in the same image, as a pre-cache hook.
+    hook = default_spec.container("LibriSpeechExampleGen")["lifecycle"][
+        "preCacheCheck"]
+    assert hook["command"][-1].endswith("file_based_example_gen.driver")
+
+
+def test_trainer_requests_gpu_cpu_and_memory(default_spec, baseline_spec):
+    resources = default_spec.container("Trainer")["resources"]
+    assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "1"}
+    assert resources["cpuLimit"] == 8.0
+    assert resources["memoryLimit"] == 32.0  # GB, KFP's unit
+
+    resources = baseline_spec.container("Trainer")["resources"]
+    assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "2"}
+    assert resources["cpuLimit"] == 6.0
+    assert resources["memoryLimit"] == pytest.approx(30 * 2**30 / 1e9)
+
+    for task in COMPONENTS - {"Trainer"}:
+        assert "resources" not in default_spec.container(task), task
+
+
+def test_data_components_get_beam_args(default_spec, baseline_spec):
+    default = list(kfr.DEFAULT_BEAM_ARGS)
+    assert default == ["--direct_running_mode=multi_processing",
+                       "--direct_num_workers=0"]
+    for task in DATA_COMPONENTS:
+        args = default_spec.container(task)["args"]
+        assert args[-len(default):] == default, task
+    hook = default_spec.container("LibriSpeechExampleGen")["lifecycle"][
+        "preCacheCheck"]
+    assert hook["args"][-len(default):] == default
+
+    flink = ["--runner=FlinkRunner", "--flink_master=flink:8081",
+             "--environment_type=EXTERNAL"]
+    for task in DATA_COMPONENTS:
+        args = baseline_spec.container(task)["args"]
+        assert args[-len(flink):] == flink, task
+        assert not set(default) & set(args), task  # replaced, not appended
+
+
+def test_pipeline_root_and_paths_inside_the_image(default_spec):
+    assert default_spec.job["runtimeConfig"]["gcsOutputDirectory"] == ROOT
+    assert default_spec.spec["defaultPipelineRoot"] == ROOT
+    assert default_spec.spec["pipelineInfo"]["name"] == "moonshine-tfx"
+    assert default_spec.param("ImportSchemaGen", "schema_file") == \
+        kfr.IMAGE_SCHEMA_FILE
+    assert default_spec.param("LibriSpeechExampleGen", "input_base") == \
+        kfr.IMAGE_EMBEDDED_CORPUS
+    push = json.loads(default_spec.param("Pusher", "push_destination"))
+    assert push["filesystem"]["base_directory"] == \
+        ROOT + "/moonshine-tfx/serving_model"
+
+
+def test_code_is_referenced_by_dotted_path(default_spec):
+    from pipeline import pipeline as pipeline_def
+
+    assert default_spec.param("Transform", "preprocessing_fn") == \
+        pipeline_def.PREPROCESSING_FN
+    assert default_spec.param("Trainer", "run_fn") == pipeline_def.RUN_FN
+    params = json.dumps(default_spec.spec)
+    assert "module_file" not in params and "module_path" not in params
+
+
+def test_no_resolver_is_emitted(default_spec, baseline_spec):
+    from pipeline import pipeline as pipeline_def
+
+    for spec in (default_spec, baseline_spec):
+        text = json.dumps(spec.job)
+        assert pipeline_def.RESOLVER_ID not in text
+        assert "resolver" not in text.lower()
+        for executor in spec.executors.values():
+            assert set(executor) <= {"container", "importer"}
+    # Without a baseline the Evaluator gates on the absolute WER bound only.
+    assert "baseline_model" not in \
+        default_spec.tasks["Evaluator"]["inputs"]["artifacts"]
+
+
+def test_baseline_model_is_imported_into_the_evaluator(baseline_spec):
+    from pipeline import pipeline as pipeline_def
+
+    importer_id = pipeline_def.BASELINE_IMPORTER_ID
+    assert importer_id == "baseline_model_importer"
+    assert set(baseline_spec.tasks) == COMPONENTS | {importer_id}
+    importer = baseline_spec.executor(importer_id)["importer"]
+    assert importer["artifactUri"]["constant"] == BASELINE
+    assert importer["typeSchema"]["instanceSchema"].startswith(
+        "title: tfx.Model")
+    evaluator = baseline_spec.tasks["Evaluator"]
+    assert evaluator["inputs"]["artifacts"]["baseline_model"] == {
+        "taskOutputArtifact": {"producerTask": importer_id,
+                               "outputArtifactKey": "result"}}
+    assert importer_id in evaluator["dependentTasks"]
+
+
+def test_json_is_a_pipeline_job_and_yaml_a_pipeline_spec(default_spec,
+                                                         tmp_path):
+    from google.protobuf import json_format
+    from kfp import components
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    job = json_format.ParseDict(default_spec.job,
+                                pipeline_spec_pb2.PipelineJob())
+    assert job.pipeline_spec["schemaVersion"] == "2.1.0"
+
+    # The YAML is what the open-source KFP UI / `kfp` client upload.
+    path = kfr.compile_kubeflow(image=IMAGE, pipeline_root=ROOT,
+                                output=str(tmp_path / "sub" / "p.yaml"))
+    pipeline = components.load_component_from_file(path)
+    assert pipeline.pipeline_spec.default_pipeline_root == ROOT
+    assert set(pipeline.pipeline_spec.root.dag.tasks) == COMPONENTS
+
+
+@pytest.mark.parametrize("root", [
+    "minio://mlpipeline/v2/artifacts", "/tmp/pipeline_root", "pipeline_root",
+    "hdfs://namenode/root", "file:///tmp/root"])
+def test_bad_pipeline_root_is_rejected(root, tmp_path):
+    with pytest.raises(kfr.KubeflowConfigError, match="gs:// or s3://"):
+        kfr.compile_kubeflow(image=IMAGE, pipeline_root=root,
+                             output=str(tmp_path / "p.json"))
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"data_root": "data/LibriSpeech"}, "--data-root"),
+    ({"serving_model_dir": "/serving"}, "--serving-model-dir"),
+    ({"baseline_model_uri": "/models/v1"}, "--baseline-model"),
+    ({"trainer_memory": "lots"}, "--trainer-memory"),
+    ({"trainer_cpu": "-1"}, "--trainer-cpu"),
+    ({"gpus": -1}, "--gpus"),
+    ({"image": ""}, "--image"),
+])
+def test_bad_options_are_rejected(kwargs, match, tmp_path):
+    kwargs.setdefault("image", IMAGE)
+    with pytest.raises(kfr.KubeflowConfigError, match=match):
+        kfr.compile_kubeflow(pipeline_root=ROOT,
+                             output=str(tmp_path / "p.json"), **kwargs)
+
+
+def test_quantities():
+    assert kfr.parse_memory_gb("32G") == 32.0
+    assert kfr.parse_memory_gb("64") == 64.0
+    assert kfr.parse_memory_gb("512M") == pytest.approx(0.512)
+    assert kfr.parse_memory_gb("16Gi") == pytest.approx(17.179869184)
+    assert kfr.parse_cpu("8") == 8.0
+    assert kfr.parse_cpu("500m") == 0.5
+    spec = kfr.trainer_resources(gpus=0)
+    assert not spec.HasField("accelerator") and spec.cpu_limit == 8.0
+
+
+def test_resolver_and_baseline_uri_are_exclusive():
+    from models import config
+    from pipeline import pipeline as pipeline_def
+
+    with pytest.raises(ValueError, match="use_resolver=False"):
+        pipeline_def.create_pipeline(
+            pipeline_name="p", pipeline_root=ROOT, data_root="/data",
+            serving_model_dir=ROOT + "/serving",
+            preset=config.get_preset("ci"), use_resolver=True,
+            baseline_model_uri=BASELINE)
+
+
+def test_cli_compiles(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    rc = cli.main(["compile-kubeflow", "--image", IMAGE, "--pipeline-root",
+                   ROOT, "--output", str(out), "--data-root",
+                   "gs://moonshine-bucket/LibriSpeech", "--preset", "tiny",
+                   "--gpus", "4", "--trainer-cpu", "16", "--trainer-memory",
+                   "64G", "--beam-arg=--direct_num_workers=4",
+                   "--baseline-model", BASELINE, "--split",
+                   "train=train-clean-100"])
+    assert rc == 0
+    assert str(out) in capsys.readouterr().out
+    spec = Spec(json.loads(out.read_text()))
+    resources = spec.container("Trainer")["resources"]
+    assert resources["accelerator"]["count"] == "4"
+    assert (resources["cpuLimit"], resources["memoryLimit"]) == (16.0, 64.0)
+    assert spec.container("Transform")["args"][-1] == "--direct_num_workers=4"
+    assert spec.param("LibriSpeechExampleGen", "input_base") == \
+        "gs://moonshine-bucket/LibriSpeech"
+    assert "baseline_model_importer" in spec.tasks
+    trainer_config = json.loads(spec.param("Trainer", "custom_config"))
+    assert trainer_config["preset"]["name"] == "tiny"
+
+
+def test_cli_rejects_a_minio_pipeline_root(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    rc = cli.main(["compile-kubeflow", "--image", IMAGE, "--pipeline-root",
+                   "minio://mlpipeline/v2/artifacts", "--output", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --pipeline-root")
+    assert "gs:// or s3://" in err and "minio://" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_notes_what_s3_needs(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    rc = cli.main(["compile-kubeflow", "--image", IMAGE, "--pipeline-root",
+                   "s3://bucket/root", "--output", str(out), "--gpus", "0"])
+    assert rc == 0
+    assert "tensorflow-io" in capsys.readouterr().err
+    spec = Spec(json.loads(out.read_text()))
+    assert "accelerator" not in spec.container("Trainer")["resources"]
+
+
+def test_dockerfile_workdir_matches_the_image_paths():
+    dockerfile = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "Dockerfile")
+    with open(dockerfile) as f:
+        lines = [line.strip() for line in f]
+    assert f"WORKDIR {kfr.IMAGE_APP_DIR}" in lines
