@@ -131,7 +131,7 @@ class Seq2SeqTrainer(keras.Model):
     def call(self, inputs, training=False):
         return self.moonshine(inputs, training=training)
 
-    def _losses(self, inputs, targets, training):
+    def _compute_losses(self, inputs, targets, training):
         encoded, encoded_lengths = self.moonshine.encode(
             inputs["features"], inputs["lengths"], training=training)
         logits = self.moonshine.decode(inputs["tokens"], encoded,
@@ -179,7 +179,7 @@ class Seq2SeqTrainer(keras.Model):
     def train_step(self, data):
         inputs, targets = data
         with tf.GradientTape() as tape:
-            loss, ce, ctc, accuracy = self._losses(inputs, targets, True)
+            loss, ce, ctc, accuracy = self._compute_losses(inputs, targets, True)
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
@@ -187,7 +187,7 @@ class Seq2SeqTrainer(keras.Model):
 
     def test_step(self, data):
         inputs, targets = data
-        return self._track(*self._losses(inputs, targets, False))
+        return self._track(*self._compute_losses(inputs, targets, False))
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

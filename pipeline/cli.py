@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Dict, List, Optional
 
 # Keras 2 for the whole process, decided before TensorFlow is first imported
 # (TFT is Keras-2 only).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# google-cloud packages pulled in by TFX warn about Python 3.10 on every
+# import; the pinned stack is 3.10 by design, so the noise helps nobody.
+warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED_CORPUS = os.path.join(REPO_ROOT, "data", "embedded-corpus")
