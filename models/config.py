@@ -25,7 +25,7 @@ FFT_LENGTH = 512  # next power of two >= WINDOW_SAMPLES
 N_MELS = 80
 MEL_FMIN = 0.0
 MEL_FMAX = SAMPLE_RATE / 2.0
-LOG_FLOOR = 1e-6  # log(max(power, LOG_FLOOR)) keeps silence finite
+LOG_FLOOR = 1e-6  # log(mel + LOG_FLOOR) keeps digital silence finite
 
 # --- Data guards (icefall/ESPnet-style duration filters) --------------------
 MIN_AUDIO_SECONDS = WINDOW_SECONDS  # shorter than one window has no frame
@@ -49,6 +49,16 @@ assert VOCAB_SIZE == 31, VOCAB_SIZE
 # (English speech runs at 12-18 characters per second).
 MAX_TOKENS_PER_SECOND = 25.0
 MIN_DECODE_TOKENS = 8
+
+# --- Long audio in the `transcribe` CLI -------------------------------------
+# Audio longer than the window is cut into segments of at most that length,
+# each cut at the quietest SPLIT_FRAME_SECONDS frame of the window's last
+# SPLIT_SEARCH_SECONDS (energy-based silence splitting, no overlap), and the
+# segments' texts are joined with a space.
+TRANSCRIBE_WINDOW_SECONDS = 30.0
+SPLIT_SEARCH_SECONDS = 5.0
+SPLIT_FRAME_SECONDS = 0.1
+TRANSCRIBE_BATCH_SEGMENTS = 8  # segments per call of the serving signature
 
 # --- Raw example features (written by the LibriSpeech ExampleGen) -----------
 AUDIO_KEY = "audio"  # float32 samples in [-1, 1], 16 kHz mono
@@ -74,6 +84,31 @@ TRANSCRIBE_SIGNATURE = "transcribe"
 SUBSET_PREFIX_TO_SPLIT: Dict[str, str] = {
     "train": "train", "dev": "eval", "test": "test"}
 SPLITS: Tuple[str, ...] = ("train", "eval", "test")
+
+# --- Evaluation slices and release gating -------------------------------------
+# The ExampleGen writes each utterance's duration bucket as a bytes feature so
+# the Evaluator (TFMA) can slice by it; edges are in seconds, buckets are
+# [0, 2), [2, 5), [5, 10), [10, inf).
+DURATION_BUCKET_KEY = "duration_bucket"  # bytes, one of DURATION_BUCKETS
+DURATION_BUCKET_EDGES_SECONDS: Tuple[float, ...] = (2.0, 5.0, 10.0)
+DURATION_BUCKETS: Tuple[str, ...] = (
+    (f"<{DURATION_BUCKET_EDGES_SECONDS[0]:g}s",)
+    + tuple(f"{lo:g}-{hi:g}s" for lo, hi in zip(
+        DURATION_BUCKET_EDGES_SECONDS, DURATION_BUCKET_EDGES_SECONDS[1:]))
+    + (f">={DURATION_BUCKET_EDGES_SECONDS[-1]:g}s",))
+# Features the Evaluator slices by, besides the overall slice.
+EVAL_SLICE_KEYS: Tuple[str, ...] = (SPEAKER_ID_KEY, DURATION_BUCKET_KEY)
+# No-regression gate: the candidate's eval WER may exceed the latest blessed
+# model's by at most this much (absolute).
+MAX_WER_REGRESSION = 0.0
+
+
+def duration_bucket(seconds: float) -> str:
+    """The DURATION_BUCKETS label of an utterance `seconds` long."""
+    for edge, label in zip(DURATION_BUCKET_EDGES_SECONDS, DURATION_BUCKETS):
+        if seconds < edge:
+            return label
+    return DURATION_BUCKETS[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +156,22 @@ class TrainConfig:
     train_steps: int = 0  # 0: derive from epochs x examples / batch_size
     eval_steps: int = 0  # 0: the whole eval split
     seed: int = 42
+    # Hybrid CTC/attention (ESPnet): weight of the encoder's CTC loss.
+    ctc_weight: float = 0.3
+    # SpecAugment (Park et al. 2019) on the normalised log-mel, training only.
+    # Mask widths scale with the input: a frequency mask covers at most
+    # freq_mask_fraction of the bins, a time mask time_mask_fraction of the
+    # utterance, so short clips are not wiped out.
+    freq_masks: int = 2
+    freq_mask_fraction: float = 0.34  # 27 of 80 bins, LibriSpeech's F
+    time_masks: int = 2
+    time_mask_fraction: float = 0.05
+    # Feature-space stand-ins for speed perturbation and VTLP (Ko et al.
+    # 2015; Jaitly & Hinton 2013): each batch is stretched in time by a factor
+    # in 1 +- time_stretch and each utterance's mel axis warped by a factor in
+    # 1 +- freq_warp, so few voices look like many. 0 disables.
+    time_stretch: float = 0.0
+    freq_warp: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

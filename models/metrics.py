@@ -24,7 +24,8 @@ output `config.TEXT_OUTPUT_KEY`). Reference them from an `EvalConfig` with
 TFMA 0.47 imports `module` and accepts any `tfma.metrics.Metric` subclass found
 there (no Keras metric needed). They are also registered with TFMA, so
 `class_name` alone works once this module has been imported. `eval_config()`
-builds the pipeline's Evaluator config.
+builds the pipeline's Evaluator config. `MeanDecodedLength` (characters per
+normalized hypothesis) uses the same combiner.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ from models import config
 METRICS_MODULE = "models.metrics"
 WER_NAME = "wer"
 CER_NAME = "cer"
+DECODED_LENGTH_NAME = "mean_decoded_length"
+# Float noise allowed on top of the no-regression margin.
+_CHANGE_TOLERANCE = 1e-10
 _WORD = "word"
 _CHAR = "char"
 
@@ -94,6 +98,12 @@ def _edits_and_length(ref: Text, hyp: Text, unit: str) -> Tuple[int, int]:
     return edit_distance(ref_tokens, hyp_tokens), len(ref_tokens)
 
 
+def _decoded_length(ref: Text, hyp: Text, unit: str) -> Tuple[int, int]:
+    """(hypothesis length, 1): summed and divided, the mean decoded length."""
+    del ref
+    return len(_tokens(hyp, unit)), 1
+
+
 def _rate(edits: float, length: float) -> float:
     if length > 0:
         return float(edits) / float(length)
@@ -133,13 +143,23 @@ class _Accumulator:
     num_examples: int = 0
 
 
-class _ErrorRateCombiner(beam.CombineFn):
-    """Sums edit distances and reference lengths; outputs their ratio."""
+# What a combiner sums per example: (numerator, denominator) of its ratio.
+_SCORES = {WER_NAME: (_edits_and_length, _WORD),
+           CER_NAME: (_edits_and_length, _CHAR),
+           DECODED_LENGTH_NAME: (_decoded_length, _CHAR)}
 
-    def __init__(self, unit: str, key: metric_types.MetricKey,
+
+class _ErrorRateCombiner(beam.CombineFn):
+    """Sums a per-example (numerator, denominator) pair; outputs their ratio.
+
+    For WER/CER the pair is (edit distance, reference length); for the mean
+    decoded length it is (hypothesis characters, 1).
+    """
+
+    def __init__(self, score: str, key: metric_types.MetricKey,
                  eval_config: Optional[config_pb2.EvalConfig],
                  model_name: str, output_name: str, example_weighted: bool):
-        self._unit = unit
+        self._score, self._unit = _SCORES[score]
         self._key = key
         self._eval_config = eval_config
         self._model_name = model_name
@@ -163,7 +183,7 @@ class _ErrorRateCombiner(beam.CombineFn):
             ref = _single_text(labels, "label (reference transcript)")
             hyp = _single_text(predictions, "prediction (decoded text)")
             weight = float(np.asarray(weights).reshape(-1)[0])
-            edits, length = _edits_and_length(ref, hyp, self._unit)
+            edits, length = self._score(ref, hyp, self._unit)
             accumulator.edits += weight * edits
             accumulator.reference_length += weight * length
             accumulator.num_examples += 1
@@ -201,7 +221,7 @@ def _single_text(value: Any, what: str) -> str:
 
 
 def _error_rate_computations(
-        unit: str,
+        score: str,
         name: str,
         eval_config: Optional[config_pb2.EvalConfig] = None,
         model_names: Optional[List[str]] = None,
@@ -222,21 +242,29 @@ def _error_rate_computations(
                 keys=[key],
                 preprocessors=None,  # the standard labels/predictions/weights
                 combiner=_ErrorRateCombiner(
-                    unit, key, eval_config, model_name, output_name,
+                    score, key, eval_config, model_name, output_name,
                     example_weighted)))
     return computations
 
 
 def _word_error_rate(name: str = WER_NAME, eval_config=None, model_names=None,
                      output_names=None, sub_keys=None, example_weighted=False):
-    return _error_rate_computations(_WORD, name, eval_config, model_names,
+    return _error_rate_computations(WER_NAME, name, eval_config, model_names,
                                     output_names, sub_keys, example_weighted)
 
 
 def _char_error_rate(name: str = CER_NAME, eval_config=None, model_names=None,
                      output_names=None, sub_keys=None, example_weighted=False):
-    return _error_rate_computations(_CHAR, name, eval_config, model_names,
+    return _error_rate_computations(CER_NAME, name, eval_config, model_names,
                                     output_names, sub_keys, example_weighted)
+
+
+def _mean_decoded_length(name: str = DECODED_LENGTH_NAME, eval_config=None,
+                         model_names=None, output_names=None, sub_keys=None,
+                         example_weighted=False):
+    return _error_rate_computations(DECODED_LENGTH_NAME, name, eval_config,
+                                    model_names, output_names, sub_keys,
+                                    example_weighted)
 
 
 class WordErrorRate(metric_types.Metric):
@@ -253,40 +281,81 @@ class CharacterErrorRate(metric_types.Metric):
         super().__init__(_char_error_rate, name=name)
 
 
+class MeanDecodedLength(metric_types.Metric):
+    """Mean characters per decoded (normalized) hypothesis.
+
+    Next to the WER it tells a model that deletes (short output) from one that
+    babbles (long output); compare with the references' length.
+    """
+
+    def __init__(self, name: str = DECODED_LENGTH_NAME):
+        super().__init__(_mean_decoded_length, name=name)
+
+
 metric_types.register_metric(WordErrorRate)
 metric_types.register_metric(CharacterErrorRate)
+metric_types.register_metric(MeanDecodedLength)
+
+
+def default_slicing_specs() -> List[tfma.SlicingSpec]:
+    """The overall slice, then one slice per value of each config.EVAL_SLICE_KEYS."""
+    return [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[key])
+                                   for key in config.EVAL_SLICE_KEYS]
+
+
+def wer_threshold(wer_upper_bound: float,
+                  max_wer_regression: float = config.MAX_WER_REGRESSION,
+                  ) -> tfma.MetricThreshold:
+    """The blessing gate on WER: an absolute bound and no regression."""
+    if max_wer_regression < 0:
+        raise ValueError(
+            f"max_wer_regression must be >= 0, got {max_wer_regression}")
+    return tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(
+            upper_bound={"value": float(wer_upper_bound)}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER,
+            absolute={"value": float(max_wer_regression) + _CHANGE_TOLERANCE}))
 
 
 def eval_config(wer_upper_bound: float,
                 label_key: str = config.TRANSCRIPT_KEY,
                 prediction_key: str = config.TEXT_OUTPUT_KEY,
                 slicing: Optional[Sequence[tfma.SlicingSpec]] = None,
-                signature_name: str = "serving_default") -> tfma.EvalConfig:
-    """The Evaluator's config: WER (gated) + CER + example count.
+                signature_name: str = "serving_default",
+                max_wer_regression: float = config.MAX_WER_REGRESSION,
+                ) -> tfma.EvalConfig:
+    """The Evaluator's config: WER (gated), CER, example count, decoded length.
 
     WER must be <= `wer_upper_bound` (absolute blessing bound) and, when TFX
-    gives the Evaluator a baseline model, no higher than the baseline's
-    (`GenericChangeThreshold`, LOWER_IS_BETTER, absolute 1e-10; TFMA skips change
-    thresholds when there is no baseline). The serving signature takes raw
-    serialized tf.Examples, so no preprocessing functions are configured.
-    `slicing` defaults to the overall slice only.
+    gives the Evaluator a baseline model, at most `max_wer_regression` above
+    the baseline's (`GenericChangeThreshold`, LOWER_IS_BETTER, plus 1e-10 of
+    float noise; TFMA skips change thresholds when there is no baseline, so a
+    first run is judged on the bound alone): `wer_threshold()`, on the
+    overall slice only. The serving signature takes raw serialized
+    tf.Examples, so no preprocessing functions are configured. `slicing`
+    defaults to
+    `default_slicing_specs()`: overall, by speaker, by duration bucket.
     """
-    wer_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(
-            upper_bound={"value": float(wer_upper_bound)}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.LOWER_IS_BETTER,
-            absolute={"value": 1e-10}))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=signature_name,
             label_key=label_key,
             prediction_key=prediction_key)],
-        slicing_specs=list(slicing) if slicing else [tfma.SlicingSpec()],
+        slicing_specs=(list(slicing) if slicing
+                       else default_slicing_specs()),
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name=WordErrorRate.__name__,
-                              module=METRICS_MODULE, threshold=wer_threshold),
+            # Gated on the overall slice only: a speaker or duration slice
+            # of a few utterances is reported, not a reason to refuse.
+            tfma.MetricConfig(
+                class_name=WordErrorRate.__name__, module=METRICS_MODULE,
+                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                    slicing_specs=[tfma.SlicingSpec()],
+                    threshold=wer_threshold(wer_upper_bound,
+                                            max_wer_regression))]),
             tfma.MetricConfig(class_name=CharacterErrorRate.__name__,
+                              module=METRICS_MODULE),
+            tfma.MetricConfig(class_name=MeanDecodedLength.__name__,
                               module=METRICS_MODULE),
         ])])

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from typing import List, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from models import config
@@ -56,10 +58,31 @@ class MoonshineServingModule(tf.Module):
         raise ValueError(f"unsupported front end {self._frontend!r}")
 
     def _transcribe(self, audio: tf.Tensor, num_samples: tf.Tensor):
-        audio = tf.debugging.check_numerics(
-            audio, "audio contains NaN or Inf samples")
         num_samples = tf.cast(num_samples, tf.int64)
-        tf.debugging.assert_rank(audio, 2, message="audio must be [batch, samples]")
+        # Checked before anything reads the inputs, for a clear message
+        # rather than an out-of-bounds slice deep in the Transform graph.
+        tf.debugging.assert_rank(audio, 2, message=(
+            "audio must be float32 [batch, samples]"))
+        tf.debugging.assert_rank(num_samples, 1, message=(
+            "num_samples must be int64 [batch]"))
+        # A loaded signature can still bind audio of another rank (TF's
+        # fallback binding): the row count check comes first and says so.
+        rows = tf.debugging.assert_equal(
+            tf.shape(num_samples, out_type=tf.int64)[0],
+            tf.shape(audio, out_type=tf.int64)[0],
+            message="num_samples needs one length per audio row "
+            "(audio must be float32 [batch, samples])")
+        with tf.control_dependencies([rows]):
+            checks = [
+                tf.debugging.assert_positive(
+                    num_samples, message="empty audio: every row needs samples"),
+                tf.debugging.assert_less_equal(
+                    num_samples, tf.shape(audio, out_type=tf.int64)[1],
+                    message="num_samples exceeds the audio length"),
+            ]
+        with tf.control_dependencies(checks):
+            audio = tf.debugging.check_numerics(
+                audio, "audio contains NaN or Inf samples")
         raw = {config.AUDIO_KEY: _audio_to_raw_feature(
             audio, num_samples, self._audio_spec)}
         transformed = self.tft_layer(raw)
@@ -85,6 +108,37 @@ class MoonshineServingModule(tf.Module):
             serialized, {config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32)})
         audio = tf.RaggedTensor.from_sparse(parsed[config.AUDIO_KEY])
         return self._transcribe(audio.to_tensor(0.0), audio.row_lengths())
+
+
+def split_long_audio(samples: np.ndarray,
+                     window_seconds: float = config.TRANSCRIBE_WINDOW_SECONDS,
+                     search_seconds: float = config.SPLIT_SEARCH_SECONDS,
+                     frame_seconds: float = config.SPLIT_FRAME_SECONDS
+                     ) -> List[Tuple[int, int]]:
+    """[start, end) sample bounds of segments of at most window_seconds that
+    tile 16 kHz `samples`; each cut is the middle of the lowest-energy frame
+    (the latest, on a tie) in the last search_seconds of its window: a pause,
+    if there is one."""
+    rate = config.SAMPLE_RATE
+    window = int(round(window_seconds * rate))
+    frame = int(round(frame_seconds * rate))
+    search = max(int(round(search_seconds * rate)), frame)
+    if window < 2 * frame:
+        raise ValueError(f"window of {window_seconds} s is shorter than two "
+                         f"{frame_seconds} s split frames")
+    n, start, bounds = len(samples), 0, []
+    while n - start > window:
+        lo = start + max(window - search, frame)
+        frames = (window - (lo - start)) // frame
+        region = np.asarray(samples[lo:lo + frames * frame], np.float64)
+        energy = np.square(region).reshape(frames, frame).mean(axis=1)
+        # The latest of equally quiet frames: segments as long as allowed.
+        quietest = frames - 1 - int(np.argmin(energy[::-1]))
+        cut = lo + quietest * frame + frame // 2
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, n))
+    return bounds
 
 
 def export_serving_model(model, tf_transform_output, preset: config.Preset,

@@ -8,6 +8,7 @@ Moonshine encoder-decoder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -21,11 +22,14 @@ import tf_keras as keras
 from models import config
 from models import moonshine
 from models import serving
+from models import weights
 
-CTC_WEIGHT = 0.3
-# Frame-count bucket edges (10 ms frames): most LibriSpeech utterances are
-# 2-16 s, the embedded corpus 1.5-5 s.
-BUCKET_BOUNDARIES = (200, 300, 400, 550, 800, 1100, 1600)
+# Length buckets grow geometrically, so padding inside a batch stays under
+# 1 - 1/BUCKET_RATIO whatever the utterance length (as Lhotse's and icefall's
+# duration buckets do), from the shortest clip worth a bucket to the longest
+# utterance ingestion lets through.
+BUCKET_RATIO = 1.1
+MIN_BUCKET_SECONDS = 1.0
 SHUFFLE_BUFFER = 2048
 LOSS_CURVE_FILE = "loss_curve.png"
 HISTORY_FILE = "history.json"
@@ -48,10 +52,41 @@ def _parse(feature_spec: Dict, n_mels: int):
     return parse
 
 
+def bucket_boundaries(max_seconds: float = config.MAX_AUDIO_SECONDS
+                      ) -> List[int]:
+    """Frame-count bucket edges from MIN_BUCKET_SECONDS to max_seconds."""
+    frames_per_second = 1.0 / config.HOP_SECONDS
+    edge = MIN_BUCKET_SECONDS * frames_per_second
+    edges = []
+    while edge < max_seconds * frames_per_second:
+        edges.append(int(round(edge)))
+        edge *= BUCKET_RATIO
+    return edges
+
+
+def batch_by_length(ds: tf.data.Dataset, batch_size: int,
+                    n_mels: int) -> tf.data.Dataset:
+    """Padded batches of utterances of similar length (bucketed)."""
+    boundaries = bucket_boundaries()
+    return ds.bucket_by_sequence_length(
+        element_length_func=lambda x, y: x["lengths"],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padded_shapes=({"features": [None, n_mels], "lengths": [],
+                        "tokens": [None]}, [None]),
+        padding_values=({"features": 0.0, "lengths": 0,
+                         "tokens": config.PAD_ID}, config.PAD_ID),
+        drop_remainder=False)
+
+
 def make_dataset(file_patterns: List[str], tf_transform_output,
                  preset: config.Preset, training: bool,
                  batch_size: Optional[int] = None) -> tf.data.Dataset:
-    """Bucketed, padded batches of (model inputs, target tokens)."""
+    """Bucketed, padded batches of (model inputs, target tokens).
+
+    Training data repeats before bucketing so that no bucket is flushed half
+    full at each epoch boundary.
+    """
     files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
     if not files:
         raise ValueError(f"no transformed examples match {file_patterns}")
@@ -60,20 +95,93 @@ def make_dataset(file_patterns: List[str], tf_transform_output,
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if training:
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=preset.train.seed,
-                        reshuffle_each_iteration=True)
+                        reshuffle_each_iteration=True).repeat()
     ds = ds.map(_parse(spec, preset.model.n_mels),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    boundaries = list(BUCKET_BOUNDARIES)
-    ds = ds.bucket_by_sequence_length(
-        element_length_func=lambda x, y: x["lengths"],
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-        padded_shapes=({"features": [None, preset.model.n_mels],
-                        "lengths": [], "tokens": [None]}, [None]),
-        padding_values=({"features": 0.0, "lengths": 0,
-                         "tokens": config.PAD_ID}, config.PAD_ID),
-        drop_remainder=False)
+    ds = batch_by_length(ds, batch_size, preset.model.n_mels)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --- SpecAugment ------------------------------------------------------------
+
+def _band_masks(n_masks: int, extent, max_fraction: float, size: int,
+                batch) -> tf.Tensor:
+    """[batch, size] True where any of n_masks random bands covers a cell.
+
+    extent is each example's own size (scalar or [batch]); a band's width is
+    uniform in [0, max_fraction * extent] and it lies wholly inside the extent.
+    """
+    extent = tf.broadcast_to(tf.cast(extent, tf.float32), [batch])
+    positions = tf.range(size)[tf.newaxis, :]
+    covered = tf.zeros([batch, size], tf.bool)
+    for _ in range(n_masks):
+        width = tf.floor(tf.random.uniform([batch])
+                         * (max_fraction * extent + 1.0))
+        start = tf.floor(tf.random.uniform([batch])
+                         * tf.maximum(extent - width + 1.0, 1.0))
+        start, width = tf.cast(start, tf.int32), tf.cast(width, tf.int32)
+        covered |= ((positions >= start[:, tf.newaxis])
+                    & (positions < (start + width)[:, tf.newaxis]))
+    return covered
+
+
+def spec_augment(features: tf.Tensor, lengths: tf.Tensor,
+                 train_cfg: config.TrainConfig) -> tf.Tensor:
+    """Frequency and time masks over a padded [batch, frames, mels] batch.
+
+    Masked cells become 0, the training mean of the normalised log-mel; time
+    masks stay inside each utterance's own frames.
+    """
+    batch, n_frames = tf.shape(features)[0], tf.shape(features)[1]
+    n_mels = features.shape[-1]
+    keep = tf.ones_like(features, tf.bool)
+    if train_cfg.freq_masks:
+        keep &= ~_band_masks(train_cfg.freq_masks, n_mels,
+                             train_cfg.freq_mask_fraction, n_mels,
+                             batch)[:, tf.newaxis, :]
+    if train_cfg.time_masks:
+        keep &= ~_band_masks(train_cfg.time_masks, lengths,
+                             train_cfg.time_mask_fraction, n_frames,
+                             batch)[:, :, tf.newaxis]
+    return tf.where(keep, features, tf.zeros_like(features))
+
+
+def _interpolate(features: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """Linear interpolation of [batch, time, mels] at fractional mel positions
+    [batch, mels]."""
+    n_mels = features.shape[-1]
+    low = tf.clip_by_value(tf.floor(positions), 0.0, n_mels - 1.0)
+    frac = (positions - low)[:, tf.newaxis, :]
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, n_mels - 1)
+    take = lambda idx: tf.gather(features, idx, axis=2, batch_dims=1)  # noqa
+    return take(low) * (1.0 - frac) + take(high) * frac
+
+
+def perturb(features: tf.Tensor, lengths: tf.Tensor,
+            train_cfg: config.TrainConfig):
+    """Random time stretch (per batch) and mel-axis warp (per utterance).
+
+    Returns the perturbed features and their new lengths in frames.
+    """
+    if train_cfg.time_stretch:
+        rate = tf.random.uniform([], 1.0 - train_cfg.time_stretch,
+                                 1.0 + train_cfg.time_stretch)
+        n_frames = tf.cast(tf.shape(features)[1], tf.float32)
+        new_frames = tf.maximum(tf.cast(tf.round(n_frames * rate), tf.int32), 1)
+        features = tf.image.resize(features[..., tf.newaxis],
+                                   [new_frames, features.shape[-1]])[..., 0]
+        lengths = tf.minimum(
+            tf.cast(tf.round(tf.cast(lengths, tf.float32) * rate), tf.int32),
+            new_frames)
+    if train_cfg.freq_warp:
+        batch, n_mels = tf.shape(features)[0], features.shape[-1]
+        warp = tf.random.uniform([batch, 1], 1.0 - train_cfg.freq_warp,
+                                 1.0 + train_cfg.freq_warp)
+        # A warp above 1 moves formants up, as a shorter vocal tract does.
+        positions = tf.range(n_mels, dtype=tf.float32)[tf.newaxis, :] / warp
+        features = _interpolate(features, positions)
+    return features, lengths
 
 
 # --- Model, loss, schedule ------------------------------------------------
@@ -108,12 +216,13 @@ class Seq2SeqTrainer(keras.Model):
     """Wraps Moonshine with its training losses; not exported."""
 
     def __init__(self, model_config: config.ModelConfig,
-                 label_smoothing: float, ctc_weight: float = CTC_WEIGHT,
-                 **kwargs):
+                 train_config: config.TrainConfig, **kwargs):
         super().__init__(**kwargs)
         self.moonshine = moonshine.Moonshine(model_config)
-        self.label_smoothing = label_smoothing
-        self.ctc_weight = ctc_weight
+        self.model_config = model_config
+        self.train_config = train_config
+        self.label_smoothing = train_config.label_smoothing
+        self.ctc_weight = train_config.ctc_weight
         self.vocab_size = model_config.vocab_size
         # The CTC blank reuses PAD's id: PAD never appears inside a label.
         self.ctc_head = keras.layers.Dense(model_config.vocab_size,
@@ -132,8 +241,13 @@ class Seq2SeqTrainer(keras.Model):
         return self.moonshine(inputs, training=training)
 
     def _compute_losses(self, inputs, targets, training):
+        features, lengths = inputs["features"], inputs["lengths"]
+        # Augmentation works on log-mel cells; the waveform front end has none.
+        if training and self.model_config.frontend == "log_mel":
+            features, lengths = perturb(features, lengths, self.train_config)
+            features = spec_augment(features, lengths, self.train_config)
         encoded, encoded_lengths = self.moonshine.encode(
-            inputs["features"], inputs["lengths"], training=training)
+            features, lengths, training=training)
         logits = self.moonshine.decode(inputs["tokens"], encoded,
                                        encoded_lengths, training=training)
         mask = tf.cast(tf.not_equal(targets, config.PAD_ID), tf.float32)
@@ -193,17 +307,14 @@ class Seq2SeqTrainer(keras.Model):
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Fails loudly, naming the step, instead of exporting a broken model."""
 
-    def __init__(self):
-        super().__init__()
-        self.step = 0
-
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
             raise FloatingPointError(
-                f"training loss became {loss} at step {self.step} "
-                f"(epoch batch {batch}); lower max_lr or check the input data")
+                f"training loss became {loss} at step {step} (batch {batch} "
+                "of its epoch); check the input data for NaN/inf features, "
+                "or lower max_lr")
 
 
 def _count_examples(file_patterns: List[str]) -> int:
@@ -247,9 +358,75 @@ def resolve_preset(custom_config: Optional[Dict]) -> config.Preset:
     return config.get_preset(preset)
 
 
+def build_trainer(preset: config.Preset, total_steps: int,
+                  strategy: Optional[tf.distribute.Strategy] = None
+                  ) -> Seq2SeqTrainer:
+    """A compiled trainer whose weights and optimiser slots already exist.
+
+    Building everything up front lets BackupAndRestore restore the optimiser
+    state in full when a run resumes, and logs the real parameter count.
+    """
+    train_cfg = preset.train
+    with (strategy or _strategy()).scope():
+        trainer = Seq2SeqTrainer(preset.model, train_cfg)
+        schedule = WarmupCosine(train_cfg.max_lr, train_cfg.warmup_steps,
+                                total_steps, train_cfg.min_lr_ratio)
+        trainer.compile(optimizer=keras.optimizers.AdamW(
+            learning_rate=schedule, weight_decay=train_cfg.weight_decay,
+            global_clipnorm=train_cfg.clip_norm))
+        # Moonshine creates its weights when constructed; the CTC head and
+        # the optimiser slots are created here.
+        trainer.ctc_head.build([None, preset.model.dim])
+        trainer.optimizer.build(trainer.trainable_variables)
+    logging.info("%s: %d trainable parameters (%d in the exported model)",
+                 preset.name, _n_params(trainer), _n_params(trainer.moonshine))
+    return trainer
+
+
+def _n_params(model: keras.Model) -> int:
+    return sum(int(tf.size(v)) for v in model.trainable_variables)
+
+
+def backup_dir_for(base_dir: str, preset: config.Preset,
+                   inputs: List[str]) -> str:
+    """A backup location stable across Trainer executions of the same job.
+
+    TFX gives every execution a new model_run_dir; keying the backup by the
+    preset and the input artifacts instead lets a re-run after a crash resume,
+    while a changed preset or new data starts fresh.
+    """
+    key = hashlib.sha256(json.dumps(
+        [config.preset_to_dict(preset), sorted(inputs)],
+        sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(base_dir, f"{preset.name}-{key}")
+
+
+def fit(trainer: Seq2SeqTrainer, train_ds: tf.data.Dataset,
+        eval_ds: Optional[tf.data.Dataset], total_steps: int,
+        steps_per_epoch: int, backup_dir: str, log_dir: Optional[str] = None,
+        eval_steps: Optional[int] = None,
+        callbacks: Optional[List[keras.callbacks.Callback]] = None,
+        save_freq="epoch") -> Dict[str, List[float]]:
+    """Trains for total_steps, resuming from backup_dir if a backup is there."""
+    epochs = max(1, math.ceil(total_steps / steps_per_epoch))
+    all_callbacks = [
+        StopOnNonFiniteLoss(),
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq),
+    ]
+    if log_dir:
+        all_callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+    history = trainer.fit(
+        train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        validation_data=eval_ds, validation_steps=eval_steps,
+        callbacks=all_callbacks + list(callbacks or []), verbose=2)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
-    preset = resolve_preset(fn_args.custom_config)
+    custom_config = fn_args.custom_config or {}
+    preset = resolve_preset(custom_config)
     train_cfg = preset.train
     keras.utils.set_random_seed(train_cfg.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -262,39 +439,30 @@ def run_fn(fn_args) -> None:
     steps_per_epoch = max(1, math.ceil(n_train / train_cfg.batch_size))
     total_steps = fn_args.train_steps or train_cfg.train_steps or (
         steps_per_epoch * train_cfg.epochs)
-    epochs = max(1, math.ceil(total_steps / steps_per_epoch))
     steps_per_epoch = min(steps_per_epoch, total_steps)
     eval_steps = fn_args.eval_steps or train_cfg.eval_steps or None
-    logging.info("training %s: %d examples, %d steps (%d epochs x %d)",
-                 preset.name, n_train, total_steps, epochs, steps_per_epoch)
+    logging.info("training %s: %d examples, %d steps of %d per epoch",
+                 preset.name, n_train, total_steps, steps_per_epoch)
 
-    with _strategy().scope():
-        trainer = Seq2SeqTrainer(preset.model, train_cfg.label_smoothing)
-        schedule = WarmupCosine(train_cfg.max_lr, train_cfg.warmup_steps,
-                                total_steps, train_cfg.min_lr_ratio)
-        trainer.compile(optimizer=keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=train_cfg.weight_decay,
-            global_clipnorm=train_cfg.clip_norm))
-
+    trainer = build_trainer(preset, total_steps)
+    # Fine-tuning starts from imported weights; a resumed backup overrides.
+    weights.load_initial_weights(trainer.moonshine,
+                                 custom_config.get("init_from"))
     run_dir = fn_args.model_run_dir
-    callbacks = [
-        StopOnNonFiniteLoss(),
-        keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
-        # Resumes from the newest backup when the Trainer is re-run after a
-        # crash, instead of starting over.
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-    ]
-    history = trainer.fit(
-        train_ds.repeat(), epochs=epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=eval_ds, validation_steps=eval_steps,
-        callbacks=callbacks, verbose=2)
+    backup_base = custom_config.get("backup_dir") or os.path.join(
+        run_dir, "backup")
+    backup_dir = backup_dir_for(
+        backup_base, preset,
+        list(fn_args.train_files) + [fn_args.transform_output])
+    hist = fit(trainer, train_ds, eval_ds, total_steps, steps_per_epoch,
+               backup_dir, log_dir=run_dir, eval_steps=eval_steps)
 
     serving.export_serving_model(trainer.moonshine, tf_transform_output,
                                  preset, fn_args.serving_model_dir)
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     with tf.io.gfile.GFile(os.path.join(fn_args.serving_model_dir,
                                         HISTORY_FILE), "w") as f:
         json.dump({"preset": preset.name, "steps": total_steps,
-                   "epochs": epochs, "history": hist}, f, indent=2)
+                   "epochs": len(hist.get("loss", [])), "history": hist},
+                  f, indent=2)
     save_loss_curve(hist, os.path.join(fn_args.serving_model_dir,
                                        LOSS_CURVE_FILE))

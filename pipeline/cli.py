@@ -36,12 +36,33 @@ def _split_patterns(values: Optional[List[str]]) -> Optional[Dict[str, str]]:
     return patterns
 
 
+def _check_init_from(path: Optional[str], preset_name: str) -> Optional[str]:
+    """--init-from: an absolute path whose weights fit the preset, checked
+    now rather than after ingestion and Transform."""
+    if not path:
+        return None
+    from models import config
+    from models import moonshine
+    from models import weights
+
+    path = path if "://" in path else os.path.abspath(path)
+    try:
+        weights.plan_import(moonshine.Moonshine(
+            config.get_preset(preset_name).model), weights.read_checkpoint(path))
+    except weights.CheckpointError as e:
+        raise CliError(f"--init-from: {e}") from None
+    return path
+
+
 def cmd_run(args) -> int:
     from pipeline import local_runner
     from pipeline import summary as run_summary
 
     if not os.path.isdir(args.data_root):
         raise CliError(f"--data-root {args.data_root}: no such directory")
+    if args.max_wer_regression < 0:
+        raise CliError("--max-wer-regression must be >= 0")
+    init_from = _check_init_from(args.init_from, args.preset)
     paths, wall = local_runner.run_local(
         data_root=args.data_root, output_dir=args.output_dir,
         preset_name=args.preset, beam_args=args.beam_arg or None,
@@ -49,12 +70,13 @@ def cmd_run(args) -> int:
         train_steps=args.train_steps, eval_steps=args.eval_steps,
         wer_upper_bound=args.wer_upper_bound,
         max_audio_seconds=args.max_audio_seconds,
-        enable_cache=not args.no_cache)
-    summary = run_summary.build_summary(paths, args.preset,
-                                        os.path.abspath(args.data_root), wall)
-    run_summary.write_summary(summary, paths.summary_path)
+        enable_cache=not args.no_cache, init_from=init_from,
+        max_wer_regression=args.max_wer_regression)
+    summary = run_summary.finish_run(paths, args.preset,
+                                     os.path.abspath(args.data_root), wall)
     print(run_summary.format_summary(summary))
     print(f"summary: {paths.summary_path}")
+    print(f"report: {summary['report']}")
     return 0
 
 
@@ -99,21 +121,26 @@ def cmd_validate_data(args) -> int:
 
 
 def _read_audio(path: str):
-    """16 kHz mono float32 samples of any file soundfile reads."""
+    """16 kHz mono float32 samples of any file soundfile reads; other rates
+    are resampled (soxr, the resampler librosa uses by default)."""
     import numpy as np
     import soundfile as sf
     import soxr
     from models import config
 
+    if not os.path.exists(path):
+        raise CliError(f"{path}: no such file")
     try:
         samples, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for bad files
         raise CliError(f"{path}: cannot read audio ({e})") from None
-    samples = samples.mean(axis=1)
+    samples = samples.mean(axis=1)  # mono: the channels' mean
     if samples.size == 0:
         raise CliError(f"{path}: the file holds no audio samples")
     if not np.all(np.isfinite(samples)):
-        raise CliError(f"{path}: audio contains NaN or Inf samples")
+        bad = int(np.sum(~np.isfinite(samples)))
+        raise CliError(f"{path}: audio contains NaN or Inf samples "
+                       f"({bad} of {samples.size})")
     if rate != config.SAMPLE_RATE:
         samples = soxr.resample(samples, rate, config.SAMPLE_RATE)
     if samples.size < config.WINDOW_SAMPLES:
@@ -122,29 +149,87 @@ def _read_audio(path: str):
     return samples.astype("float32")
 
 
+def _transcribe_samples(transcribe, samples, window_seconds: float) -> str:
+    """Text of 16 kHz samples: segments of at most window_seconds, cut at
+    pauses (models.serving.split_long_audio), batched, texts joined."""
+    import numpy as np
+    import tensorflow as tf
+    from models import config
+    from models import serving
+
+    bounds = serving.split_long_audio(samples, window_seconds)
+    texts = []
+    for i in range(0, len(bounds), config.TRANSCRIBE_BATCH_SEGMENTS):
+        chunk = bounds[i:i + config.TRANSCRIBE_BATCH_SEGMENTS]
+        lengths = [end - start for start, end in chunk]
+        batch = np.zeros([len(chunk), max(lengths)], np.float32)
+        for row, (start, end) in enumerate(chunk):
+            batch[row, :end - start] = samples[start:end]
+        out = transcribe(audio=tf.constant(batch),
+                         num_samples=tf.constant(lengths, tf.int64))
+        texts += [t.decode() for t in out[config.TEXT_OUTPUT_KEY].numpy()]
+    return " ".join(t.strip() for t in texts if t.strip())
+
+
 def cmd_transcribe(args) -> int:
     import tensorflow as tf
     from models import config
     from pipeline.summary import load_model
 
+    if not args.window_seconds > 2 * config.SPLIT_FRAME_SECONDS:
+        raise CliError(f"--window-seconds must be > "
+                       f"{2 * config.SPLIT_FRAME_SECONDS} s")
     try:
         model, model_dir = load_model(args.model)
     except (FileNotFoundError, OSError, ValueError) as e:
         raise CliError(f"--model {args.model}: {e}") from None
+    if config.TRANSCRIBE_SIGNATURE not in model.signatures:
+        raise CliError(f"--model {model_dir}: no "
+                       f"{config.TRANSCRIBE_SIGNATURE!r} signature")
     transcribe = model.signatures[config.TRANSCRIBE_SIGNATURE]
     failures = 0
     for path in args.files:
         try:
             samples = _read_audio(path)
+            text = _transcribe_samples(transcribe, samples,
+                                       args.window_seconds)
         except CliError as e:
             print(f"error: {e}", file=sys.stderr)
             failures += 1
             continue
-        out = transcribe(audio=tf.constant(samples[None, :]),
-                         num_samples=tf.constant([samples.size], tf.int64))
-        text = out[config.TEXT_OUTPUT_KEY].numpy()[0].decode()
+        except tf.errors.OpError as e:  # the graph's own input checks
+            print(f"error: {path}: transcription failed ({e.message})",
+                  file=sys.stderr)
+            failures += 1
+            continue
         print(f"{path}\t{text}" if len(args.files) > 1 else text)
+    if failures:
+        print(f"{failures} of {len(args.files)} files failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def cmd_import_weights(args) -> int:
+    import dataclasses
+
+    from models import config
+    from models import official
+    from models import weights
+
+    model_config = config.get_preset(args.preset).model
+    model_config = dataclasses.replace(
+        model_config, frontend=args.frontend or model_config.frontend,
+        vocab_size=(official.OFFICIAL_VOCAB if args.vocab == "official"
+                    else model_config.vocab_size))
+    try:
+        report = weights.import_weights(args.source, model_config,
+                                        args.output_dir)
+    except weights.CheckpointError as e:
+        raise CliError(str(e)) from None
+    print(report.summary())
+    print(f"wrote {os.path.join(args.output_dir, weights.HF_WEIGHTS_FILE)}; "
+          f"fine-tune with: moonshine-tfx run --preset {args.preset} "
+          f"--init-from {args.output_dir}")
+    return 0
 
 
 def _metadata_path(args) -> str:
@@ -240,10 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-steps", type=int, default=None)
     run.add_argument("--wer-upper-bound", type=float, default=None,
                      help="bless only below this eval WER (default: preset's)")
+    run.add_argument("--max-wer-regression", type=float,
+                     default=config.MAX_WER_REGRESSION, metavar="DELTA",
+                     help="bless only if eval WER is at most DELTA above the "
+                     "latest blessed model's (absolute; default %(default)s; "
+                     "a first run is judged on --wer-upper-bound alone)")
     run.add_argument("--max-audio-seconds", type=float,
                      default=config.MAX_AUDIO_SECONDS)
     run.add_argument("--no-cache", action="store_true",
                      help="re-execute every component")
+    run.add_argument("--init-from", metavar="PATH",
+                     help="start training from these weights: an "
+                     "`import-weights` output dir, or an official checkpoint "
+                     "(dir of .weights.h5 files or model.safetensors)")
     run.set_defaults(func=cmd_run)
 
     from pipeline import validate_data as vd  # constants only, no TFX
@@ -275,8 +369,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "pushed SavedModel")
     tr.add_argument("--model", required=True,
                     help="SavedModel dir or the Pusher's base dir (newest version)")
+    tr.add_argument("--window-seconds", type=float,
+                    default=config.TRANSCRIBE_WINDOW_SECONDS,
+                    help="longer audio is split at pauses into segments of "
+                    "at most this length and the texts joined (default "
+                    "%(default)s)")
     tr.add_argument("files", nargs="+", metavar="FILE")
     tr.set_defaults(func=cmd_transcribe)
+
+    from models import weights as mw  # constants only, no TensorFlow
+    im = sub.add_parser(
+        "import-weights", help="convert an official Moonshine checkpoint "
+        "(useful-moonshine .weights.h5 files or Hugging Face "
+        "model.safetensors) for a preset, for `run --init-from`")
+    im.add_argument("source", help="dir of the official "
+                    f"{', '.join(mw.KERAS_WEIGHTS_FILES)}, or a "
+                    f"{mw.HF_WEIGHTS_FILE} file or dir")
+    im.add_argument("--preset", default="tiny", choices=sorted(config.PRESETS))
+    im.add_argument("--output-dir", required=True,
+                    help=f"gets {mw.HF_WEIGHTS_FILE} and "
+                    f"{mw.IMPORT_REPORT_FILE}")
+    im.add_argument("--frontend", choices=("log_mel", "waveform"),
+                    help="override the preset's front end (the official "
+                    "model's is 'waveform'; the pipeline trains 'log_mel')")
+    im.add_argument("--vocab", choices=("characters", "official"),
+                    default="characters",
+                    help="'characters': everything but the token embedding "
+                    "(and output layer, tied to it) is imported; 'official': "
+                    "the 32k BPE embedding too (not trainable by the "
+                    "pipeline yet)")
+    im.set_defaults(func=cmd_import_weights)
 
     li = sub.add_parser("lineage", help="trace a pushed model back to its "
                         "data, code and evaluation (ML Metadata)")

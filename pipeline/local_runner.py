@@ -52,6 +52,9 @@ def run_local(
     wer_upper_bound: Optional[float] = None,
     max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
     enable_cache: bool = True,
+    init_from: Optional[str] = None,
+    max_wer_regression: float = config.MAX_WER_REGRESSION,
+    run_fn: str = pipeline_def.RUN_FN,
 ) -> Tuple[RunPaths, float]:
     """Runs the whole pipeline locally; returns (paths, wall seconds)."""
     paths = RunPaths(os.path.abspath(output_dir))
@@ -72,7 +75,11 @@ def run_local(
         eval_steps=eval_steps,
         wer_upper_bound=wer_upper_bound,
         max_audio_seconds=max_audio_seconds,
-        enable_cache=enable_cache)
+        enable_cache=enable_cache,
+        max_wer_regression=max_wer_regression,
+        run_fn=run_fn,
+        # The Trainer's initial weights (`run --init-from`), only when given.
+        **({"init_from": init_from} if init_from else {}))
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(p)
     return paths, time.time() - started

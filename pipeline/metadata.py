@@ -83,20 +83,75 @@ def split_counts(examples_artifact) -> Dict[str, int]:
     return counts
 
 
-def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
-    """Overall-slice metrics of a ModelEvaluation artifact, by metric name."""
+def evaluation_slices(evaluation_uri: str) -> List[Dict]:
+    """Every slice's metrics of a ModelEvaluation artifact, overall first.
+
+    [{"slice": {feature: value} ({} for overall), "metrics": {name: value}}];
+    with a baseline the metrics are the candidate's, plus `<name>_diff`
+    (candidate - baseline). Slices are sorted by feature, then value.
+    """
     import tensorflow_model_analysis as tfma
     result = tfma.load_eval_result(evaluation_uri)
-    overall: Dict[str, float] = {}
+    slices = []
     for slice_key, by_output in result.slicing_metrics:
-        if slice_key:
-            continue
+        values: Dict[str, float] = {}
         for by_class in by_output.values():
             for metric_map in by_class.values():
                 for name, value in metric_map.items():
                     if "doubleValue" in value:
-                        overall[name] = float(value["doubleValue"])
-    return overall
+                        values[name] = float(value["doubleValue"])
+        slices.append({"slice": {str(k): v for k, v in slice_key},
+                       "metrics": values})
+    return sorted(slices, key=lambda s: sorted(
+        (k, str(v)) for k, v in s["slice"].items()))
+
+
+def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
+    """Overall-slice metrics of a ModelEvaluation artifact, by metric name."""
+    for s in evaluation_slices(evaluation_uri):
+        if not s["slice"]:
+            return s["metrics"]
+    return {}
+
+
+def evaluation_validation(evaluation_uri: str) -> Dict:
+    """Why a model was (not) blessed: TFMA's ValidationResult, summarised.
+
+    {"ok": bool, "failures": [{"metric", "is_diff", "value", "threshold",
+    "message"}]}; a failure with is_diff true is the no-regression check.
+    """
+    import tensorflow_model_analysis as tfma
+    from google.protobuf import json_format
+    result = tfma.load_validation_result(evaluation_uri)
+    failures = []
+    for per_slice in result.metric_validations_per_slice:
+        for f in per_slice.failures:
+            value = f.metric_value.double_value.value
+            name = f.metric_key.name
+            if f.metric_key.is_diff:
+                change = f.metric_threshold.change_threshold
+                text = (f"{name} is {value:+.4f} vs the baseline (latest "
+                        f"blessed model); allowed at most "
+                        f"{change.absolute.value:+.4g}")
+            else:
+                bounds = json_format.MessageToDict(
+                    f.metric_threshold.value_threshold)
+                text = (f"{name} {value:.4f} is outside the bounds "
+                        f"{json.dumps(bounds, sort_keys=True)}")
+            failures.append({
+                "metric": name, "is_diff": bool(f.metric_key.is_diff),
+                "value": value,
+                "threshold": json_format.MessageToDict(f.metric_threshold),
+                "message": f.message or text})
+    return {"ok": bool(result.validation_ok), "failures": failures}
+
+
+def pushed_models(store) -> List:
+    """PushedModel artifacts that were really pushed, oldest first (the last
+    one is what serves)."""
+    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
+              if custom_property(a, "pushed", 0)]
+    return sorted(pushed, key=lambda a: (a.create_time_since_epoch, a.id))
 
 
 def blessing_of(store) -> Optional[bool]:

@@ -96,8 +96,17 @@ def create_pipeline(
     enable_cache: bool = True,
     use_resolver: bool = True,
     baseline_model_uri: Optional[str] = None,
+    max_wer_regression: float = config.MAX_WER_REGRESSION,
+    run_fn: str = RUN_FN,
 ) -> tfx.dsl.Pipeline:
-    """Builds the TFX pipeline; every tunable is a parameter."""
+    """Builds the TFX pipeline; every tunable is a parameter.
+
+    Release gate: the Evaluator blesses a model whose eval WER is at most
+    `wer_upper_bound` (default: the preset's) and, when a baseline exists (the
+    latest blessed model, or `baseline_model_uri`), at most
+    `max_wer_regression` above the baseline's; the Pusher pushes only blessed
+    models. `run_fn` is the Trainer's entry point (dotted path).
+    """
     example_gen, statistics_gen, schema_gen, example_validator = (
         create_data_components(data_root, split_patterns, max_audio_seconds,
                                schema_file))
@@ -114,14 +123,20 @@ def create_pipeline(
         custom_config={"preset": preset.name})
 
     trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
+        run_fn=run_fn,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"],
                                        num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(splits=["eval"], num_steps=eval_steps),
-        custom_config={"preset": config.preset_to_dict(preset)})
+        # A backup dir outside the per-execution model_run_dir: a Trainer
+        # re-run after a crash resumes from its last epoch instead of step 0.
+        custom_config={"preset": config.preset_to_dict(preset),
+                       "backup_dir": os.path.join(pipeline_root, "Trainer",
+                                                  "backup"),
+                       # Only when set, so runs without it keep their cache.
+                       **({"init_from": init_from} if init_from else {})})
 
     components = [example_gen, statistics_gen, schema_gen, example_validator,
                   transform, trainer]
@@ -160,7 +175,8 @@ def create_pipeline(
         eval_config=metrics.eval_config(
             wer_upper_bound=bound,
             label_key=config.TRANSCRIPT_KEY,
-            prediction_key=config.TEXT_OUTPUT_KEY))
+            prediction_key=config.TEXT_OUTPUT_KEY,
+            max_wer_regression=max_wer_regression))
 
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],

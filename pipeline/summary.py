@@ -36,12 +36,18 @@ def load_model(model_dir: str):
 
 
 def evaluate_split(model_dir: str, examples_uri: str, split: str,
-                   batch_size: int = 8) -> Dict:
-    """WER/CER of a served model on one split of raw ExampleGen output."""
+                   batch_size: int = 8, limit: Optional[int] = None,
+                   model=None) -> Dict:
+    """WER/CER of a served model on one split of raw ExampleGen output.
+
+    `limit` decodes only the first utterances (for samples); `model`, a
+    loaded SavedModel, saves loading `model_dir` again.
+    """
     import tensorflow as tf
     from models import metrics
 
-    model, _ = load_model(model_dir)
+    if model is None:
+        model, _ = load_model(model_dir)
     serve = model.signatures["serving_default"]
     files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
     spec = {config.TRANSCRIPT_KEY: tf.io.FixedLenFeature([], tf.string),
@@ -49,8 +55,10 @@ def evaluate_split(model_dir: str, examples_uri: str, split: str,
     refs: List[str] = []
     hyps: List[str] = []
     ids: List[str] = []
-    for batch in tf.data.TFRecordDataset(
-            files, compression_type="GZIP").batch(batch_size):
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if limit is not None:
+        records = records.take(limit)
+    for batch in records.batch(batch_size):
         parsed = tf.io.parse_example(batch, spec)
         out = serve(examples=batch)
         refs += [t.decode() for t in parsed[config.TRANSCRIPT_KEY].numpy()]
@@ -60,19 +68,29 @@ def evaluate_split(model_dir: str, examples_uri: str, split: str,
         "examples": len(refs),
         "wer": metrics.word_error_rate(refs, hyps) if refs else None,
         "cer": metrics.char_error_rate(refs, hyps) if refs else None,
-        "samples": [{"utterance_id": u, "reference": r, "hypothesis": h}
+        "samples": [{"utterance_id": u, "reference": r, "hypothesis": h,
+                     "wer": metrics.word_error_rate([r], [h])}
                     for u, r, h in list(zip(ids, refs, hyps))[
                         :N_SAMPLE_TRANSCRIPTS]],
     }
 
 
+def _latest_run_id(store) -> Optional[str]:
+    runs = store.get_contexts_by_type("pipeline_run")
+    latest = max(runs, key=lambda c: (c.create_time_since_epoch, c.id),
+                 default=None)
+    return latest.name if latest is not None else None
+
+
 def build_summary(paths, preset_name: str, data_root: str,
-                  wall_seconds: float, test_split: str = "test") -> Dict:
+                  wall_seconds: float, test_split: str = "test",
+                  eval_split: str = "eval") -> Dict:
     store = metadata.open_store(paths.metadata_path)
     summary: Dict = {"preset": preset_name, "data_root": data_root,
                      "output_dir": paths.output_dir,
                      "metadata_path": paths.metadata_path,
-                     "pipeline_root": paths.pipeline_root}
+                     "pipeline_root": paths.pipeline_root,
+                     "run_id": _latest_run_id(store)}
 
     examples = _raw_examples_artifact(store)
     summary["examples"] = metadata.split_counts(examples) if examples else {}
@@ -83,6 +101,11 @@ def build_summary(paths, preset_name: str, data_root: str,
     summary["wer"] = eval_metrics.get("wer")
     summary["cer"] = eval_metrics.get("cer")
     summary["eval_metrics"] = eval_metrics
+    # WER/CER by speaker and duration bucket, and why (not) blessed.
+    summary["eval_slices"] = (metadata.evaluation_slices(evaluation.uri)
+                              if evaluation else [])
+    summary["validation"] = (metadata.evaluation_validation(evaluation.uri)
+                             if evaluation else None)
     summary["blessed"] = metadata.blessing_of(store)
 
     pushed = metadata.latest_artifact(store, "PushedModel")
@@ -91,6 +114,10 @@ def build_summary(paths, preset_name: str, data_root: str,
         pushed_dir = metadata.custom_property(pushed, "pushed_destination")
     summary["pushed"] = pushed_dir is not None
     summary["pushed_model_dir"] = pushed_dir
+    # What serves now: this run's push, else the latest earlier one.
+    serving = metadata.pushed_models(store)
+    summary["serving_model_dir"] = (metadata.custom_property(
+        serving[-1], "pushed_destination") if serving else None)
 
     model = metadata.latest_artifact(store, "Model")
     trained_dir = os.path.join(model.uri, "Format-Serving") if model else None
@@ -101,11 +128,30 @@ def build_summary(paths, preset_name: str, data_root: str,
             if os.path.exists(path):
                 summary[name.split(".")[0]] = path
     scored_dir = pushed_dir or trained_dir
-    if examples is not None and scored_dir and test_split in summary[
-            "examples"]:
-        summary[test_split] = evaluate_split(scored_dir, examples.uri,
-                                             test_split)
+    if examples is not None and scored_dir:
+        loaded = None
+        if test_split in summary["examples"]:
+            loaded, _ = load_model(scored_dir)
+            summary[test_split] = evaluate_split(scored_dir, examples.uri,
+                                                 test_split, model=loaded)
+        if eval_split in summary["examples"]:
+            # A handful of eval utterances for the report (the eval split's
+            # rates are TFMA's, above).
+            summary["eval_samples"] = evaluate_split(
+                scored_dir, examples.uri, eval_split,
+                limit=N_SAMPLE_TRANSCRIPTS, model=loaded)["samples"]
     summary["wall_seconds"] = round(wall_seconds, 1)
+    return summary
+
+
+def finish_run(paths, preset_name: str, data_root: str,
+               wall_seconds: float) -> Dict:
+    """After a run: the summary, its HTML report, summary.json (names the report)."""
+    from pipeline import report
+
+    summary = build_summary(paths, preset_name, data_root, wall_seconds)
+    summary["report"] = report.write_report(summary, paths.output_dir)
+    write_summary(summary, paths.summary_path)
     return summary
 
 
@@ -123,8 +169,13 @@ def format_summary(summary: Dict) -> str:
         lines.append(f"test WER {pct(test['wer'])}, CER {pct(test['cer'])}"
                      f"  ({test['examples']} held-out utterances)")
     lines.append(f"blessed: {summary.get('blessed')}")
+    for failure in (summary.get("validation") or {}).get("failures", []):
+        lines.append(f"  failed: {failure['message'] or failure['metric']}")
     lines.append("pushed model: " + (summary.get("pushed_model_dir")
                                      or "not pushed (not blessed)"))
+    if not summary.get("pushed_model_dir"):
+        lines.append("serving model (unchanged): "
+                     + (summary.get("serving_model_dir") or "none yet"))
     lines.append(f"ML Metadata store: {summary.get('metadata_path')}")
     if summary.get("loss_curve"):
         lines.append(f"loss curve: {summary['loss_curve']}")

@@ -12,3 +12,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 EMBEDDED_CORPUS = os.path.join(REPO_ROOT, "data", "embedded-corpus")
+
+# Real pipeline runs shared by test_gating, test_lineage and test_report
+# (session scope: run once however many of those files are selected).
+from gating_runs import gated_runs  # noqa: E402,F401

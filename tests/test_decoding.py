@@ -245,3 +245,38 @@ def test_length_penalty_favours_longer_hypotheses():
                          5: {6: 0.99, 9: 0.01}, 6: {EOS: 0.99, 9: 0.01}})
     assert _decode_all(stub, 2, length_penalty=0.0)[1] == [[EOS, 0, 0]]
     assert _decode_all(stub, 2, length_penalty=1.0)[1] == [[5, 6, EOS]]
+
+
+class _BabblingDecoder(_BigramDecoder):
+    """Never emits </s>: what a model does on garbage audio at worst."""
+
+    def __init__(self):
+        super().__init__({t: {5 if t != 5 else 6: 1.0} for t in range(V)})
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_duration_cap_stops_a_decoder_that_never_ends(use_cache):
+    class Babbler(_BigramModel):
+        def __init__(self):
+            self.decoder = _BabblingDecoder()
+
+        def decode(self, tokens, encoded, encoded_lengths):
+            return tf.gather(self.decoder.table, tokens)
+
+    stub = Babbler()
+    seconds = tf.constant([0.1, 0.5, 2.0])
+    caps = decoding.max_tokens_for_duration(seconds).numpy()
+    assert list(caps) == [config.MIN_DECODE_TOKENS, 13, 50]
+    enc, lengths = tf.zeros([3, 1, 4]), tf.constant([1, 1, 1])
+    out = decoding.greedy_decode(stub, enc, lengths, caps,
+                                 use_cache=use_cache).numpy()
+    assert out.shape == (3, caps.max())
+    for row, cap in zip(out, caps):
+        assert EOS not in row
+        assert np.all(row[:cap] != config.PAD_ID)  # babbled up to its cap
+        assert np.all(row[cap:] == config.PAD_ID)  # and not a token more
+    beam = decoding.beam_search_decode(stub, enc, lengths, caps,
+                                       beam_width=3).numpy()
+    assert beam.shape == (3, caps.max())
+    np.testing.assert_array_equal(beam != config.PAD_ID,
+                                  out != config.PAD_ID)

@@ -69,6 +69,8 @@ def test_dockerfile_installs_the_lock_and_the_project():
     text = _read("Dockerfile")
     assert "pip install --no-cache-dir --no-deps -r /tmp/requirements.lock" \
         in text
+    # Test-only packages (the official reference model) stay out of the image.
+    assert "requirements-test.lock" not in text
     assert re.search(r"pip install --no-cache-dir --no-deps \.(\s|$)", text)
     # The same pip as the Makefile's venv.
     make_pip = re.search(r'"pip==([^"]+)"', _read("Makefile")).group(1)

@@ -173,6 +173,9 @@ def test_examples_parse_with_curated_schema(ingested):
             np.testing.assert_array_equal(audio, source.samples)
             assert feature[config.DURATION_KEY].float_list.value[0] == (
                 pytest.approx(len(audio) / config.SAMPLE_RATE))
+            assert feature[config.DURATION_BUCKET_KEY].bytes_list.value[
+                0].decode() == config.duration_bucket(
+                    len(audio) / config.SAMPLE_RATE)
             assert feature[config.SPEAKER_ID_KEY].int64_list.value[0] == (
                 speaker)
             assert feature[config.CHAPTER_ID_KEY].int64_list.value[0] == (
@@ -190,7 +193,12 @@ def test_curated_schema_matches_config():
     features = {f.name: f for f in schema.feature}
     assert set(features) == {
         config.AUDIO_KEY, config.TRANSCRIPT_KEY, config.UTTERANCE_ID_KEY,
-        config.SPEAKER_ID_KEY, config.CHAPTER_ID_KEY, config.DURATION_KEY}
+        config.SPEAKER_ID_KEY, config.CHAPTER_ID_KEY, config.DURATION_KEY,
+        config.DURATION_BUCKET_KEY}
+    bucket = features[config.DURATION_BUCKET_KEY]
+    assert bucket.type == schema_pb2.BYTES
+    (domain,) = [d for d in schema.string_domain if d.name == bucket.domain]
+    assert tuple(domain.value) == config.DURATION_BUCKETS
     assert features[config.AUDIO_KEY].type == schema_pb2.FLOAT
     assert not features[config.AUDIO_KEY].HasField("shape")
     assert features[config.AUDIO_KEY].value_count.min == 1
@@ -200,6 +208,15 @@ def test_curated_schema_matches_config():
     for name, f in features.items():
         if name != config.AUDIO_KEY:
             assert [d.size for d in f.shape.dim] == [1], name
+
+
+@pytest.mark.parametrize("seconds, bucket", [
+    (0.0, "<2s"), (1.999, "<2s"), (2.0, "2-5s"), (4.99, "2-5s"),
+    (5.0, "5-10s"), (9.99, "5-10s"), (10.0, ">=10s"), (35.0, ">=10s")])
+def test_duration_buckets(seconds, bucket):
+    assert config.duration_bucket(seconds) == bucket
+    assert config.DURATION_BUCKETS.index(bucket) == sum(
+        seconds >= edge for edge in config.DURATION_BUCKET_EDGES_SECONDS)
 
 
 def test_fingerprint_sees_files_inside_subsets(tmp_path):

@@ -161,6 +161,27 @@ def test_combiners_in_beam_equal_jiwer():
              _jiwer_on_normalized(jiwer.cer, pairs))
 
 
+def test_mean_decoded_length_in_beam():
+    pairs = [("A B", "A B C"), ("X", ""), ("HELLO", "  Hello  World ")]
+    expected = np.mean([len(metrics.normalize_transcript(h)) for _, h in pairs])
+    _combine(metrics.MeanDecodedLength(), [_extract(r, h) for r, h in pairs],
+             metrics.eval_config(wer_upper_bound=1.0), expected)
+
+
+def test_eval_config_slices_and_regression_margin():
+    cfg = metrics.eval_config(wer_upper_bound=0.4, max_wer_regression=0.02)
+    assert [list(s.feature_keys) for s in cfg.slicing_specs] == [
+        [], [config.SPEAKER_ID_KEY], [config.DURATION_BUCKET_KEY]]
+    by_class = {m.class_name: m for m in cfg.metrics_specs[0].metrics}
+    assert set(by_class) == {"ExampleCount", "WordErrorRate",
+                             "CharacterErrorRate", "MeanDecodedLength"}
+    change = by_class["WordErrorRate"].per_slice_thresholds[
+        0].threshold.change_threshold
+    assert change.absolute.value == pytest.approx(0.02, abs=1e-9)
+    with pytest.raises(ValueError, match="max_wer_regression"):
+        metrics.eval_config(wer_upper_bound=0.4, max_wer_regression=-0.1)
+
+
 def test_beam_assertions_are_live():
     # Guards the helper above: a wrong expectation must fail the pipeline.
     with pytest.raises(Exception, match="BeamAssertException|approx"):
@@ -203,7 +224,9 @@ def test_eval_config_resolves_the_custom_module():
     assert len(cfg.slicing_specs) == 2
     by_class = {m.class_name: m for m in cfg.metrics_specs[0].metrics}
     assert by_class["WordErrorRate"].module == "models.metrics"
-    threshold = by_class["WordErrorRate"].threshold
+    (gate,) = by_class["WordErrorRate"].per_slice_thresholds
+    assert list(gate.slicing_specs) == [tfma.SlicingSpec()]  # overall only
+    threshold = gate.threshold
     assert threshold.value_threshold.upper_bound.value == pytest.approx(0.3)
     assert threshold.change_threshold.direction == tfma.MetricDirection.LOWER_IS_BETTER
     assert threshold.change_threshold.absolute.value == pytest.approx(1e-10)
@@ -213,7 +236,8 @@ def test_eval_config_resolves_the_custom_module():
     assert isinstance(instance, metrics.WordErrorRate) and instance.name == metrics.WER_NAME
     thresholds = metric_specs.metric_thresholds_from_metrics_specs(
         cfg.metrics_specs, eval_config=cfg)
-    assert metric_types.MetricKey(name=metrics.WER_NAME) in thresholds
+    assert [spec for spec, _ in thresholds[metric_types.MetricKey(
+        name=metrics.WER_NAME)]] == [tfma.SlicingSpec()]
 
 
 def _evaluate(eval_config, extracts, check_metrics, check_validations):
@@ -263,6 +287,33 @@ def test_evaluator_computes_metrics_and_gates_on_wer(upper_bound, ok):
             assert [f.metric_key.name for f in per_slice.failures] == [metrics.WER_NAME]
 
     _evaluate(cfg, [_extract(r, h) for r, h in pairs], check_metrics, check_validations)
+
+
+def test_only_the_overall_slice_is_gated():
+    """A bad speaker slice is reported; the overall WER decides the blessing."""
+    good, bad = ("A B C D", "A B C D"), ("A B C D", "X Y Z W")
+    pairs = [good] * 7 + [bad]
+    cfg = tfma.utils.update_eval_config_with_defaults(
+        metrics.eval_config(wer_upper_bound=0.5), has_baseline=False,
+        rubber_stamp=True)
+    extracts = []
+    for i, (ref, hyp) in enumerate(pairs):
+        extract = _extract(ref, hyp)
+        extract[tfma_constants.SLICE_KEY_TYPES_KEY] = (
+            slicer_lib.slice_keys_to_numpy_array(
+                [(), ((config.SPEAKER_ID_KEY, int(i == len(pairs) - 1)),)]))
+        extracts.append(extract)
+
+    def check_metrics(got):
+        wer = {key: {k.name: v for k, v in values.items()}[metrics.WER_NAME]
+               for key, values in got}
+        assert wer[()] == pytest.approx(1 / 8)
+        assert wer[((config.SPEAKER_ID_KEY, 1),)] == 1.0
+
+    def check_validations(got):  # partial results, merged on writing
+        assert got and all(v.validation_ok for v in got), got
+
+    _evaluate(cfg, extracts, check_metrics, check_validations)
 
 
 # --- TFMA end to end: run_model_analysis over tf.Examples and SavedModels ----

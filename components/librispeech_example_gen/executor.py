@@ -153,6 +153,9 @@ def make_example(utterance: layout.Utterance,
         config.CHAPTER_ID_KEY: _int(utterance.chapter_id),
         config.DURATION_KEY: tf.train.Feature(
             float_list=tf.train.FloatList(value=[audio.duration])),
+        # Categorical, so the Evaluator can slice by it (TFMA slices on values).
+        config.DURATION_BUCKET_KEY: _bytes(
+            config.duration_bucket(audio.duration)),
     }))
 
 

@@ -1,0 +1,252 @@
+"""The exported SavedModel and the `transcribe` CLI: bad input, resampling,
+long audio.
+
+A `ci`-preset Moonshine with random weights is exported with a Transform
+graph analysed (tft_beam) over a few synthetic utterances: seconds, not a
+pipeline run. The texts are gibberish but deterministic, which is all the
+comparisons below need.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from models import config
+from models import serving
+
+RATE = config.SAMPLE_RATE
+
+
+def _noise(seconds, seed=0, amplitude=0.3):
+    rng = np.random.default_rng(seed)
+    return (amplitude * rng.standard_normal(int(seconds * RATE))).astype(
+        np.float32)
+
+
+# --- split_long_audio ---------------------------------------------------------
+
+def test_short_audio_is_one_segment():
+    assert serving.split_long_audio(_noise(3.0), window_seconds=30.0) == [
+        (0, 3 * RATE)]
+    assert serving.split_long_audio(_noise(30.0)) == [(0, 30 * RATE)]
+
+
+def test_long_audio_is_cut_in_its_pauses():
+    audio = _noise(70.0)
+    pauses = [(26.0, 26.6), (52.0, 52.4)]  # seconds of near-silence
+    for a, b in pauses:
+        audio[int(a * RATE):int(b * RATE)] *= 1e-3
+    bounds = serving.split_long_audio(audio)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(audio)
+    assert all(end == nxt for (_, end), (nxt, _) in zip(bounds, bounds[1:]))
+    assert all(0 < end - start <= 30 * RATE for start, end in bounds)
+    cuts = [end / RATE for _, end in bounds[:-1]]
+    assert len(cuts) == 2
+    for cut, (a, b) in zip(cuts, pauses):
+        assert a <= cut <= b, (cut, a, b)
+
+
+def test_audio_without_pauses_still_fits_the_window():
+    audio = _noise(100.0, seed=1)
+    bounds = serving.split_long_audio(audio, window_seconds=12.0)
+    assert all(end - start <= 12 * RATE for start, end in bounds)
+    # Each cut lies in the last SPLIT_SEARCH_SECONDS of its window.
+    for start, end in bounds[:-1]:
+        assert end - start >= (12.0 - config.SPLIT_SEARCH_SECONDS) * RATE
+    # The last segment is long enough for the features (one window).
+    assert bounds[-1][1] - bounds[-1][0] >= config.WINDOW_SAMPLES
+    with pytest.raises(ValueError, match="window"):
+        serving.split_long_audio(audio, window_seconds=0.1)
+
+
+# --- The exported model -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    import tf_keras as keras
+    from tensorflow_transform.tf_metadata import (dataset_metadata,
+                                                  metadata_io, schema_utils)
+
+    from models import moonshine
+    from models import preprocessing
+
+    spec = {config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32),
+            config.TRANSCRIPT_KEY: tf.io.FixedLenFeature([1], tf.string),
+            config.UTTERANCE_ID_KEY: tf.io.FixedLenFeature([1], tf.string),
+            config.DURATION_KEY: tf.io.FixedLenFeature([1], tf.float32)}
+    raw = [{config.AUDIO_KEY: _noise(0.5 + 0.3 * i, seed=i),
+            config.TRANSCRIPT_KEY: [b"HELLO"],
+            config.UTTERANCE_ID_KEY: [f"1-2-{i:04d}".encode()],
+            config.DURATION_KEY: [0.5 + 0.3 * i]} for i in range(3)]
+    transform_dir = str(tmp_path_factory.mktemp("transform"))
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(spec))
+    with beam.Pipeline() as p, tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+        transform_fn = (
+            (p | beam.Create(raw), metadata)
+            | tft_beam.AnalyzeDataset(preprocessing.preprocessing_fn))
+        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
+    # The raw schema beside it, as TFX's Transform writes it (serving reads
+    # the audio feature's spec from there).
+    metadata_io.write_metadata(metadata, os.path.join(
+        transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    preset = config.get_preset("ci")
+    keras.utils.set_random_seed(7)
+    model = moonshine.Moonshine(preset.model)
+    # A spread-out final norm makes a random model emit varied characters.
+    gamma = model.decoder.norm.gamma
+    gamma.assign(3.0 * tf.random.stateless_normal(gamma.shape, [7, 1]))
+    export_dir = str(tmp_path_factory.mktemp("serving") / "1")
+    serving.export_serving_model(model, tft.TFTransformOutput(transform_dir),
+                                 preset, export_dir)
+    return export_dir
+
+
+@pytest.fixture(scope="module")
+def signature(model_dir):
+    import tensorflow as tf
+    return tf.saved_model.load(model_dir).signatures[
+        config.TRANSCRIBE_SIGNATURE]
+
+
+def _direct(signature, audio):
+    """Text of one 16 kHz utterance through the signature, no CLI."""
+    import tensorflow as tf
+    out = signature(audio=tf.constant(audio[None]),
+                    num_samples=tf.constant([len(audio)], tf.int64))
+    return out[config.TEXT_OUTPUT_KEY].numpy()[0].decode()
+
+
+def _cli(model_dir, *args):
+    from pipeline import cli
+    return cli.main(["transcribe", "--model", model_dir, *map(str, args)])
+
+
+@pytest.mark.slow
+def test_bad_files_are_named_and_the_rest_transcribed(model_dir, signature,
+                                                      tmp_path, capsys):
+    good = tmp_path / "good.wav"
+    sf.write(good, _noise(1.2, seed=3), RATE, subtype="FLOAT")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), RATE, subtype="FLOAT")
+    nan = tmp_path / "nan.wav"
+    audio = _noise(1.0, seed=4)
+    audio[100] = np.nan
+    audio[200] = np.inf
+    sf.write(nan, audio, RATE, subtype="FLOAT")
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(b"fLaC but not really" * 10)
+    short = tmp_path / "short.wav"
+    sf.write(short, _noise(0.01), RATE)
+    missing = tmp_path / "missing.wav"
+    good2 = tmp_path / "good2.flac"
+    sf.write(good2, _noise(0.8, seed=5), RATE)
+
+    files = [good, empty, nan, garbage, short, missing, good2]
+    assert _cli(model_dir, *files) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    errors = captured.err.strip().splitlines()
+    expected = {empty: "no audio samples", nan: "NaN or Inf samples (2 of",
+                garbage: "cannot read audio", short: "shorter than one",
+                missing: "no such file"}
+    for path, problem in expected.items():
+        line = next((l for l in errors if f"{path}:" in l), "")
+        assert line.startswith("error: ") and problem in line, (path, errors)
+    assert errors[-1] == "5 of 7 files failed"
+    lines = dict(l.split("\t", 1) for l in captured.out.strip().splitlines())
+    assert set(lines) == {str(good), str(good2)}
+    audio2, _ = sf.read(good2, dtype="float32")
+    assert lines[str(good2)] == _direct(signature, audio2)
+    assert lines[str(good2)].strip()  # not empty: the model did decode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate", [8_000, 44_100])
+def test_other_sample_rates_are_resampled(model_dir, signature, tmp_path,
+                                          capsys, rate):
+    t = np.arange(int(1.5 * rate)) / rate
+    audio = (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    audio += _noise(1.5 * rate / RATE, seed=6)[:len(audio)] * 0.1
+    stereo = np.stack([audio, audio], axis=1)
+    path = tmp_path / f"x{rate}.wav"
+    sf.write(path, stereo, rate, subtype="FLOAT")
+    assert _cli(model_dir, path) == 0
+    text = capsys.readouterr().out.strip()
+    # What the model sees is soxr's 16 kHz resampling of the channels' mean.
+    expected = soxr.resample(audio, rate, RATE).astype(np.float32)
+    assert abs(len(expected) - 1.5 * RATE) <= 1
+    assert text == _direct(signature, expected).strip()
+
+
+@pytest.mark.slow
+def test_long_audio_is_split_and_the_texts_joined(model_dir, signature,
+                                                  tmp_path, capsys):
+    audio = _noise(7.0, seed=8)
+    audio[int(2.6 * RATE):int(2.9 * RATE)] = 0.0  # pauses to cut at
+    audio[int(5.2 * RATE):int(5.5 * RATE)] = 0.0
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, RATE, subtype="FLOAT")
+    assert _cli(model_dir, "--window-seconds", 3, path) == 0
+    text = capsys.readouterr().out.strip()
+    bounds = serving.split_long_audio(audio, window_seconds=3.0)
+    assert len(bounds) == 3
+    pieces = [_direct(signature, audio[a:b]).strip() for a, b in bounds]
+    assert text == " ".join(p for p in pieces if p)
+    # The default 30 s window takes it whole.
+    assert _cli(model_dir, path) == 0
+    assert capsys.readouterr().out.strip() == _direct(signature, audio).strip()
+    assert _cli(model_dir, "--window-seconds", 0.1, path) == 2
+    assert "--window-seconds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_signature_rejects_bad_input_clearly(signature):
+    import tensorflow as tf
+    audio = _noise(0.5)
+    audio[10] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        signature(audio=tf.constant(audio[None]),
+                  num_samples=tf.constant([len(audio)], tf.int64))
+    clean = _noise(0.5)
+    # A rank-1 tensor gets past the loaded signature's [None, None] spec
+    # (TensorFlow's fallback binding); the row count check catches it.
+    cases = [(clean, [len(clean)], "one length per audio row \\(audio must"),
+             (clean[None], [0], "empty audio"),
+             (clean[None], [1, 2], "one length per audio row"),
+             (clean[None], [len(clean) + 1], "exceeds the audio length")]
+    for audio, lengths, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            signature(audio=tf.constant(audio),
+                      num_samples=tf.constant(lengths, tf.int64))
+
+
+def test_missing_model_is_a_usage_error(tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _noise(1.0), RATE)
+    assert _cli(str(tmp_path / "nowhere"), wav) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --model") and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_garbage_audio_decodes_within_the_duration_cap(signature):
+    import tensorflow as tf
+    from models import decoding
+    audio = np.stack([_noise(2.0, seed=9), _noise(2.0, seed=10) * 0])
+    audio[1, :RATE // 2] = _noise(0.5, seed=11)
+    lengths = np.array([2 * RATE, RATE // 2])
+    out = signature(audio=tf.constant(audio),
+                    num_samples=tf.constant(lengths, tf.int64))
+    ids = out[config.TOKENS_OUTPUT_KEY].numpy()
+    caps = decoding.max_tokens_for_duration(lengths / RATE).numpy()
+    assert ids.shape[1] <= caps.max()
+    assert np.all(ids[1, caps[1]:] == config.PAD_ID)
