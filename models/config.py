@@ -172,6 +172,9 @@ class TrainConfig:
     # 1 +- freq_warp, so few voices look like many. 0 disables.
     time_stretch: float = 0.0
     freq_warp: float = 0.0
+    # Exported weights are an exponential moving average of the trained ones
+    # (as ESPnet and icefall average checkpoints); 0 exports the last step.
+    ema_momentum: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -373,7 +373,10 @@ def build_trainer(preset: config.Preset, total_steps: int,
                                 total_steps, train_cfg.min_lr_ratio)
         trainer.compile(optimizer=keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=train_cfg.weight_decay,
-            global_clipnorm=train_cfg.clip_norm))
+            global_clipnorm=train_cfg.clip_norm,
+            # fit() swaps the average in when training ends.
+            use_ema=train_cfg.ema_momentum > 0,
+            ema_momentum=train_cfg.ema_momentum or 0.99))
         # Moonshine creates its weights when constructed; the CTC head and
         # the optimiser slots are created here.
         trainer.ctc_head.build([None, preset.model.dim])

@@ -98,6 +98,7 @@ def create_pipeline(
     baseline_model_uri: Optional[str] = None,
     max_wer_regression: float = config.MAX_WER_REGRESSION,
     run_fn: str = RUN_FN,
+    init_from: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the TFX pipeline; every tunable is a parameter.
 

@@ -257,3 +257,28 @@ def test_backup_dir_is_stable_for_the_same_job_and_new_for_new_inputs():
     other = dataclasses.replace(
         preset, train=dataclasses.replace(preset.train, max_lr=1e-4))
     assert a != trainer.backup_dir_for("/b", other, ["/t/train-*", "/graph/1"])
+
+
+def test_ema_exports_the_moving_average_of_the_weights(tmp_path):
+    keras.utils.set_random_seed(0)
+    preset = _tiny_preset(ema_momentum=0.9)
+    model = trainer.build_trainer(preset, 6)
+    assert model.optimizer.use_ema
+    initial = [v.numpy().copy() for v in model.moonshine.trainable_variables]
+
+    class _LastStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.weights = [v.numpy().copy()
+                            for v in self.model.moonshine.trainable_variables]
+
+    last = _LastStep()
+    trainer.fit(model, _synthetic_dataset(preset, 3), None, 6, 3,
+                str(tmp_path / "backup"), callbacks=[last])
+    final = [v.numpy() for v in model.moonshine.trainable_variables]
+    # The exported weights are neither the last step's nor the initial ones:
+    # each lies between them, as an average over the trajectory does.
+    assert not all(np.allclose(f, w) for f, w in zip(final, last.weights))
+    moved = [np.abs(f - i).sum() / max(np.abs(w - i).sum(), 1e-12)
+             for f, w, i in zip(final, last.weights, initial)
+             if np.abs(w - i).sum() > 0]
+    assert moved and 0.0 < np.median(moved) < 1.0
