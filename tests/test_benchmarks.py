@@ -39,7 +39,7 @@ def test_encoder_flops_grow_with_audio_and_stay_below_whisper():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["bench_log_mel.py", "bench_latency.py",
-                                    "bench_decoding.py"])
+                                    "bench_decoding.py", "bench_training.py"])
 def test_quick_mode_prints_ratio_last(script):
     if script == "bench_decoding.py":
         from models import official
