@@ -78,9 +78,33 @@ def _dataset(shapes, batch_size, bucketed, seed=0):
     return ds.prefetch(2)
 
 
+class _StepTimer:
+    """Sums the wall time of each optimiser step as fit() runs it."""
+
+    def __init__(self):
+        import tf_keras as keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                timer.start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                timer.elapsed += time.perf_counter() - timer.start
+
+        self.elapsed = 0.0
+        self.callback = Callback()
+
+
 def measure(preset_name: str, bucketed: bool, steps: int, warmup: int,
             shapes) -> dict:
-    """Runs in a child process: one preset, one batching, its own peak RSS."""
+    """Runs in a child process: one preset, one batching, its own peak RSS.
+
+    The batches are drawn first and replayed through fit(), as the Trainer
+    runs: the timed steps are exactly these batches, after warm-up steps
+    that trace the step and relax it to any shape.
+    """
     import tensorflow as tf
     from models import trainer
 
@@ -88,21 +112,28 @@ def measure(preset_name: str, bucketed: bool, steps: int, warmup: int,
     batch_size = preset.train.batch_size
     model = trainer.build_trainer(preset, total_steps=10 * (steps + warmup))
     iterator = iter(_dataset(shapes, batch_size, bucketed))
-    for _ in range(warmup):  # traces the step, then relaxes it to any shape
-        model.train_on_batch(*next(iterator))
-    audio_frames = padded_frames = 0
-    elapsed = 0.0
-    for _ in range(steps):
-        batch = next(iterator)
-        start = time.perf_counter()
-        model.train_on_batch(*batch)
-        elapsed += time.perf_counter() - start
-        audio_frames += int(tf.reduce_sum(batch[0]["lengths"]))
-        padded_frames += int(tf.size(batch[0]["lengths"])) * int(
-            tf.shape(batch[0]["features"])[1])
+    batches = [next(iterator) for _ in range(warmup + steps)]
+    # Batch and time vary; the mel axis stays static, as in the Trainer.
+    spec = tf.nest.map_structure(
+        lambda t: tf.TensorSpec([None] * min(len(t.shape), 2) + list(
+            t.shape[2:]), t.dtype), batches[0])
+
+    def replay(chosen):
+        return tf.data.Dataset.from_generator(lambda: iter(chosen),
+                                              output_signature=spec)
+
+    model.fit(replay(batches[:warmup]), epochs=1, steps_per_epoch=warmup,
+              verbose=0)
+    timer = _StepTimer()
+    timed = batches[warmup:]
+    model.fit(replay(timed), epochs=1, steps_per_epoch=steps, verbose=0,
+              callbacks=[timer.callback])
+    audio_frames = sum(int(tf.reduce_sum(b[0]["lengths"])) for b in timed)
+    padded_frames = sum(int(tf.size(b[0]["lengths"])) *
+                        int(tf.shape(b[0]["features"])[1]) for b in timed)
     audio_seconds = audio_frames * config.HOP_SECONDS
     return {"preset": preset_name, "bucketed": bucketed,
-            "audio_s_per_s": audio_seconds / elapsed,
+            "audio_s_per_s": audio_seconds / timer.elapsed,
             "padding": 1.0 - audio_frames / padded_frames,
             "steps": steps, "batch_size": batch_size,
             "peak_rss_mb": common.peak_rss_mb()}
