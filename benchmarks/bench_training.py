@@ -78,25 +78,6 @@ def _dataset(shapes, batch_size, bucketed, seed=0):
     return ds.prefetch(2)
 
 
-class _StepTimer:
-    """Sums the wall time of each optimiser step as fit() runs it."""
-
-    def __init__(self):
-        import tf_keras as keras
-
-        timer = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_train_batch_begin(self, batch, logs=None):
-                timer.start = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                timer.elapsed += time.perf_counter() - timer.start
-
-        self.elapsed = 0.0
-        self.callback = Callback()
-
-
 def measure(preset_name: str, bucketed: bool, steps: int, warmup: int,
             shapes) -> dict:
     """Runs in a child process: one preset, one batching, its own peak RSS.
@@ -106,7 +87,18 @@ def measure(preset_name: str, bucketed: bool, steps: int, warmup: int,
     that trace the step and relax it to any shape.
     """
     import tensorflow as tf
+    import tf_keras as keras
     from models import trainer
+
+    class StepTimer(keras.callbacks.Callback):
+        """Sums the wall time of each optimiser step as fit() runs it."""
+        elapsed = 0.0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.elapsed += time.perf_counter() - self.start
 
     preset = config.get_preset(preset_name)
     batch_size = preset.train.batch_size
@@ -124,10 +116,10 @@ def measure(preset_name: str, bucketed: bool, steps: int, warmup: int,
 
     model.fit(replay(batches[:warmup]), epochs=1, steps_per_epoch=warmup,
               verbose=0)
-    timer = _StepTimer()
+    timer = StepTimer()
     timed = batches[warmup:]
     model.fit(replay(timed), epochs=1, steps_per_epoch=steps, verbose=0,
-              callbacks=[timer.callback])
+              callbacks=[timer])
     audio_frames = sum(int(tf.reduce_sum(b[0]["lengths"])) for b in timed)
     padded_frames = sum(int(tf.size(b[0]["lengths"])) *
                         int(tf.shape(b[0]["features"])[1]) for b in timed)

@@ -221,8 +221,6 @@ class Seq2SeqTrainer(keras.Model):
         self.moonshine = moonshine.Moonshine(model_config)
         self.model_config = model_config
         self.train_config = train_config
-        self.label_smoothing = train_config.label_smoothing
-        self.ctc_weight = train_config.ctc_weight
         self.vocab_size = model_config.vocab_size
         # The CTC blank reuses PAD's id: PAD never appears inside a label.
         self.ctc_head = keras.layers.Dense(model_config.vocab_size,
@@ -253,8 +251,8 @@ class Seq2SeqTrainer(keras.Model):
         mask = tf.cast(tf.not_equal(targets, config.PAD_ID), tf.float32)
         n_tokens = tf.maximum(tf.reduce_sum(mask), 1.0)
         one_hot = tf.one_hot(targets, self.vocab_size)
-        smooth = (one_hot * (1.0 - self.label_smoothing)
-                  + self.label_smoothing / self.vocab_size)
+        smoothing = self.train_config.label_smoothing
+        smooth = one_hot * (1.0 - smoothing) + smoothing / self.vocab_size
         ce = tf.nn.softmax_cross_entropy_with_logits(smooth, logits)
         ce = tf.reduce_sum(ce * mask) / n_tokens
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
@@ -262,7 +260,8 @@ class Seq2SeqTrainer(keras.Model):
         accuracy = tf.reduce_sum(correct * mask) / n_tokens
 
         ctc = tf.constant(0.0)
-        if self.ctc_weight > 0:
+        ctc_weight = self.train_config.ctc_weight
+        if ctc_weight > 0:
             # CTC labels are the characters alone: no <s>, no </s>.
             labels = tf.where(tf.equal(targets, config.EOS_ID),
                               config.PAD_ID, targets)
@@ -280,7 +279,7 @@ class Seq2SeqTrainer(keras.Model):
             ctc = tf.reduce_sum(per_example) / tf.maximum(
                 tf.reduce_sum(tf.cast(label_lengths, tf.float32)
                               * tf.cast(feasible, tf.float32)), 1.0)
-        loss = (1.0 - self.ctc_weight) * ce + self.ctc_weight * ctc
+        loss = (1.0 - ctc_weight) * ce + ctc_weight * ctc
         return loss, ce, ctc, accuracy
 
     def _track(self, loss, ce, ctc, accuracy):
