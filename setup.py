@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components",
                                     "components.*", "models", "models.*"]),
-    package_data={"": ["*.pbtxt", "*.json"]},
+    # models/assets/: the official BPE tokenizer.json and its licence.
+    package_data={"": ["*.pbtxt", "*.json"], "models": ["assets/*"]},
     # Versions are pinned in requirements.lock (installed by `make`); these
     # name what the code imports so a bare `pip install .` says what it needs.
     install_requires=[
@@ -25,6 +26,7 @@ setup(
         "soxr==0.5.0.post1",
         "librosa==0.10.2.post1",
         "matplotlib==3.9.2",
+        "tokenizers==0.20.3",
     ],
     entry_points={"console_scripts": ["moonshine-tfx=pipeline.cli:main"]},
 )

@@ -31,6 +31,7 @@ paper reports ~5x less compute than Whisper tiny for 10 s).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -103,7 +104,10 @@ def _ours(workdir: str, export: bool):
     import tensorflow as tf
     from models import moonshine, serving
 
-    preset = config.get_preset(PRESET)
+    # Greedy, as the official model and the Whisper-sized baseline decode:
+    # the comparison is of the models, not of search widths.
+    preset = dataclasses.replace(config.get_preset(PRESET),
+                                 decode=config.DecodeConfig(beam_width=1))
     model = moonshine.Moonshine(preset.model)
     common.silence_eos(model)
     transform_output = _transform_output(workdir)

@@ -7,13 +7,15 @@ import them. Presets bundle a model size with a training schedule.
 The seed configuration (the project's ModelArgs table) departs from the paper
 in two deliberate ways: it feeds the encoder 80-bin log-mel features through a
 conv stem of kernel 9 / stride 2 instead of the paper's raw-waveform stem, and
-it predicts a 31-symbol character vocabulary instead of the 32k BPE.
+it predicts a 31-symbol character vocabulary instead of the 32k BPE. Both
+are switches of ModelConfig: `frontend='waveform'` and
+`vocabulary='moonshine_bpe'` give the published model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 # --- Audio ------------------------------------------------------------------
 SAMPLE_RATE = 16_000
@@ -44,6 +46,24 @@ VOCABULARY: Tuple[str, ...] = SPECIAL_TOKENS + CHARACTERS
 VOCAB_SIZE = len(VOCABULARY)
 assert VOCAB_SIZE == 31, VOCAB_SIZE
 
+# --- Vocabularies (ModelConfig.vocabulary) -----------------------------------
+# 'characters': the 31 symbols above (models/tokenizer.py). 'moonshine_bpe':
+# the official model's byte-fallback BPE (models/bpe.py, which ships its
+# tokenizer.json): 32,000 pieces plus 768 reserved special ids, the 32,768 rows
+# of the official embedding. Its <s> and </s> are SOS_ID and EOS_ID; its
+# <unk> shares PAD_ID, and byte fallback means encoding never emits it.
+CHARACTER_VOCABULARY = "characters"
+MOONSHINE_BPE_VOCABULARY = "moonshine_bpe"
+MOONSHINE_BPE_VOCAB_SIZE = 32_768
+VOCABULARY_SIZES: Dict[str, int] = {
+    CHARACTER_VOCABULARY: VOCAB_SIZE,
+    MOONSHINE_BPE_VOCABULARY: MOONSHINE_BPE_VOCAB_SIZE,
+}
+# BPE is tokenised in Python (merges are no TF graph op): the ExampleGen
+# writes each transcript's ids (no <s>/</s>) as this int64 feature when its
+# pipeline trains that vocabulary, and Transform wraps them in <s> ... </s>.
+MOONSHINE_BPE_IDS_KEY = "moonshine_bpe_ids"
+
 # Greedy decoding is capped by audio duration, as the official model caps it
 # at ~6 BPE tokens per second; characters need a proportionally larger cap
 # (English speech runs at 12-18 characters per second).
@@ -71,7 +91,12 @@ DURATION_KEY = "duration"  # float32 seconds
 # --- Transformed features (written by Transform, read by the Trainer) ------
 LOG_MEL_KEY = "log_mel"  # float32, flattened [num_frames * N_MELS], normalised
 NUM_FRAMES_KEY = "num_frames"  # int64
-TOKENS_KEY = "tokens"  # int64 [num_tokens]: <s> chars </s>
+# With ModelConfig.frontend 'waveform', instead of LOG_MEL_KEY/NUM_FRAMES_KEY:
+# the samples as ingested (16 kHz, [-1, 1]), which is what the official model
+# feeds its conv stem.
+WAVEFORM_KEY = "waveform"  # float32 [num_samples]
+NUM_SAMPLES_KEY = "num_samples"  # int64
+TOKENS_KEY = "tokens"  # int64 [num_tokens]: <s> ids </s>, either vocabulary
 NUM_TOKENS_KEY = "num_tokens"  # int64
 
 # --- Serving outputs --------------------------------------------------------
@@ -119,7 +144,12 @@ class ModelConfig:
     n_heads: int
     enc_layers: int
     dec_layers: int
-    vocab_size: int = VOCAB_SIZE
+    # Rows of the token embedding (and output layer): None means the
+    # vocabulary's own size (VOCABULARY_SIZES); a larger table is allowed
+    # (its extra ids are never targets), a smaller one is an error.
+    vocab_size: Optional[int] = None
+    # CHARACTER_VOCABULARY or MOONSHINE_BPE_VOCABULARY (see above).
+    vocabulary: str = CHARACTER_VOCABULARY
     # 'log_mel' (the seed's stem over Transform's features) or 'waveform'
     # (the paper's conv 127/64 stem over raw audio).
     frontend: str = "log_mel"
@@ -132,6 +162,25 @@ class ModelConfig:
     # as the official model does.
     rope_base: float = 10_000.0
     max_target_len: int = 512
+
+    def __post_init__(self):
+        if self.vocabulary not in VOCABULARY_SIZES:
+            raise ValueError(
+                f"unknown vocabulary {self.vocabulary!r}; choose one of "
+                f"{sorted(VOCABULARY_SIZES)}")
+        needed = VOCABULARY_SIZES[self.vocabulary]
+        if self.vocab_size is None:
+            object.__setattr__(self, "vocab_size", needed)
+        elif self.vocab_size < needed:
+            raise ValueError(
+                f"vocab_size {self.vocab_size} is smaller than the "
+                f"{self.vocabulary!r} vocabulary ({needed} ids); "
+                "ModelConfig.with_vocabulary sizes it")
+
+    def with_vocabulary(self, vocabulary: str) -> "ModelConfig":
+        """This config with another vocabulary, sized for it."""
+        return dataclasses.replace(self, vocabulary=vocabulary,
+                                   vocab_size=None)
 
     @property
     def head_dim(self) -> int:
@@ -178,12 +227,30 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """How the exported serving graph decodes (models/decoding.py)."""
+    # 1 is greedy. A beam keeps several prefixes alive, so one early wrong
+    # character no longer derails the rest of the transcript: on the demo
+    # model, width 4 took test CER from 16.6 % (greedy) to 11.5 % (README,
+    # "Training quality") at ~4x the decoder's work.
+    beam_width: int = 4
+    # Hypotheses are ranked by sum(log p) / length ** length_penalty; without
+    # it (0) a beam favours stopping early.
+    length_penalty: float = 1.0
+
+    def __post_init__(self):
+        if self.beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
     name: str
     model: ModelConfig
     train: TrainConfig
     # Absolute blessing bound on eval-split WER (an upper bound).
     wer_upper_bound: float = 0.5
+    decode: DecodeConfig = DecodeConfig()
 
 
 PRESETS: Dict[str, Preset] = {
@@ -213,10 +280,10 @@ PRESETS: Dict[str, Preset] = {
         "demo",
         ModelConfig(dim=160, ffn_dim=640, n_heads=4, enc_layers=4,
                     dec_layers=2, dropout=0.1),
-        # Augmentation, not size, is what the 40-voice synthetic corpus
-        # rewards (see README, "Training quality"); 60 epochs of it fit in
-        # ~15 minutes on 2 cores.
-        TrainConfig(batch_size=16, epochs=60, warmup_steps=300,
+        # Voices and augmentation, not model size, are what the synthetic
+        # corpus rewards (see README, "Training quality"); 36 epochs of its
+        # 92 training voices fit in ~19 minutes on 2 cores.
+        TrainConfig(batch_size=16, epochs=36, warmup_steps=300,
                     max_lr=2e-3, time_stretch=0.1, freq_warp=0.1,
                     ema_momentum=0.998),
         wer_upper_bound=1.0),
@@ -227,7 +294,7 @@ PRESETS: Dict[str, Preset] = {
                     dec_layers=1, dropout=0.0),
         TrainConfig(batch_size=8, epochs=1, warmup_steps=10, max_lr=1e-3,
                     train_steps=20, eval_steps=2),
-        wer_upper_bound=10.0),
+        wer_upper_bound=10.0, decode=DecodeConfig(beam_width=2)),
 }
 
 
@@ -247,4 +314,7 @@ def preset_to_dict(preset: Preset) -> dict:
 def preset_from_dict(d: dict) -> Preset:
     return Preset(name=d["name"], model=ModelConfig(**d["model"]),
                   train=TrainConfig(**d["train"]),
-                  wer_upper_bound=d["wer_upper_bound"])
+                  wer_upper_bound=d["wer_upper_bound"],
+                  # Dicts written before decoding was configurable decode as
+                  # the defaults do.
+                  decode=DecodeConfig(**d.get("decode", {})))

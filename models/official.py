@@ -23,7 +23,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-OFFICIAL_VOCAB = 32_768  # the paper's BPE vocabulary (the official default)
+from models import config
+
+OFFICIAL_VOCAB = config.MOONSHINE_BPE_VOCAB_SIZE  # the official default
 INSTALL_HINT = "pip install --no-deps useful-moonshine==20241016 einops"
 
 

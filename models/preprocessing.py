@@ -4,6 +4,12 @@ The same graph runs in Beam over the training data (where the analyzers
 compute the log-mel normalisation statistics) and inside the serving
 signature (where only the audio branch is needed and the transcript branch is
 pruned away), so features cannot skew between training and serving.
+
+`custom_config` (Transform's) names the preset and, only where they differ
+from the defaults (so other runs keep their cache), the model options the
+features depend on: see `transform_options`. Either vocabulary gives the same
+TOKENS_KEY layout, `<s> ids </s>`: characters are tokenised here, BPE ids
+come from the raw examples (the ExampleGen writes them, see models/bpe.py).
 """
 
 from __future__ import annotations
@@ -18,6 +24,22 @@ from models import tokenizer
 # Keeps the z-score finite for a mel bin that never varies (e.g. digital silence).
 _VARIANCE_EPSILON = 1e-5
 
+# Keys of preprocessing_fn's custom_config besides "preset".
+VOCABULARY_OPTION = "vocabulary"
+FRONTEND_OPTION = "frontend"
+_DEFAULT_FRONTEND = "log_mel"
+
+
+def transform_options(model_config: config.ModelConfig) -> dict:
+    """What Transform must know of a model config, as custom_config entries:
+    only the options that differ from the defaults."""
+    options = {}
+    if model_config.vocabulary != config.CHARACTER_VOCABULARY:
+        options[VOCABULARY_OPTION] = model_config.vocabulary
+    if model_config.frontend != _DEFAULT_FRONTEND:
+        options[FRONTEND_OPTION] = model_config.frontend
+    return options
+
 
 def _to_dense_1d(x: tf.Tensor, default) -> tf.Tensor:
     """A single-valued feature as a [batch] tensor, whatever its parsed form."""
@@ -26,6 +48,49 @@ def _to_dense_1d(x: tf.Tensor, default) -> tf.Tensor:
     elif isinstance(x, tf.RaggedTensor):
         x = x.to_tensor(default_value=default)
     return tf.reshape(x[:, :1] if x.shape.rank == 2 else x, [-1])
+
+
+def _ragged(x) -> tf.RaggedTensor:
+    """A varlen feature (sparse, ragged or dense [batch, n]) as ragged rows."""
+    if isinstance(x, tf.SparseTensor):
+        return tf.RaggedTensor.from_sparse(x)
+    if isinstance(x, tf.RaggedTensor):
+        return x
+    return tf.RaggedTensor.from_tensor(x)
+
+
+def _with_sos_eos(ids: tf.RaggedTensor) -> tf.RaggedTensor:
+    batch = ids.nrows()
+    sos = tf.fill(tf.stack([batch, 1]), tf.constant(config.SOS_ID, tf.int64))
+    eos = tf.fill(tf.stack([batch, 1]), tf.constant(config.EOS_ID, tf.int64))
+    return tf.concat([sos, tf.cast(ids, tf.int64), eos], axis=1)
+
+
+def transcript_tokens(inputs, transcript: tf.Tensor,
+                      vocabulary: str = config.CHARACTER_VOCABULARY
+                      ) -> tf.RaggedTensor:
+    """`<s> ids </s>` per example [batch, (n)] int64, in `vocabulary`."""
+    if vocabulary == config.CHARACTER_VOCABULARY:
+        return tokenizer.tf_encode(transcript)
+    if vocabulary != config.MOONSHINE_BPE_VOCABULARY:
+        raise ValueError(f"unknown vocabulary {vocabulary!r}; choose one of "
+                         f"{sorted(config.VOCABULARY_SIZES)}")
+    key = config.MOONSHINE_BPE_IDS_KEY
+    if key not in inputs:
+        raise ValueError(
+            f"vocabulary {vocabulary!r} needs the raw feature {key!r} in the "
+            "schema and the examples: LibriSpeechExampleGen(vocabulary="
+            f"{vocabulary!r}) writes it")
+    ids = _ragged(inputs[key])
+    # An example without ids was ingested for another vocabulary: training
+    # on `<s> </s>` alone would fail silently.
+    written = tf.debugging.assert_positive(
+        ids.row_lengths(), message=(
+            f"an example has no {key!r}: ingest with "
+            f"LibriSpeechExampleGen(vocabulary={vocabulary!r})"))
+    with tf.control_dependencies([written]):
+        ids = ids.with_flat_values(tf.identity(ids.flat_values))
+    return _with_sos_eos(ids)
 
 
 def _audio_batch(audio) -> tuple[tf.Tensor, tf.Tensor]:
@@ -67,15 +132,40 @@ def log_mel_features(audio, analyze: bool = True):
     return _flatten_frames(normalised, num_frames), num_frames
 
 
+def waveform_features(audio):
+    """The waveform front end's input: (varlen samples, num_samples).
+
+    The samples pass unchanged: the official model feeds its conv stem the
+    raw [-1, 1] audio (useful-moonshine's `transcribe` loads it with librosa
+    and nothing else), and the stem normalises itself (tanh, then GroupNorm
+    over each utterance), so any gain normalisation here would only move
+    the input away from what published weights were trained on.
+    """
+    samples, num_samples = _audio_batch(audio)
+    flat = tf.RaggedTensor.from_tensor(samples, lengths=num_samples)
+    return tf.cast(flat, tf.float32).to_sparse(), num_samples
+
+
 def preprocessing_fn(inputs, custom_config=None):
     """TFT entry point (referenced by dotted path from the pipeline)."""
+    options = custom_config or {}
     outputs = {}
-    log_mel, num_frames = log_mel_features(inputs[config.AUDIO_KEY])
-    outputs[config.LOG_MEL_KEY] = log_mel
-    outputs[config.NUM_FRAMES_KEY] = num_frames
+    frontend = options.get(FRONTEND_OPTION, _DEFAULT_FRONTEND)
+    if frontend == "waveform":
+        waveform, num_samples = waveform_features(inputs[config.AUDIO_KEY])
+        outputs[config.WAVEFORM_KEY] = waveform
+        outputs[config.NUM_SAMPLES_KEY] = num_samples
+    elif frontend == _DEFAULT_FRONTEND:
+        log_mel, num_frames = log_mel_features(inputs[config.AUDIO_KEY])
+        outputs[config.LOG_MEL_KEY] = log_mel
+        outputs[config.NUM_FRAMES_KEY] = num_frames
+    else:
+        raise ValueError(f"unknown front end {frontend!r}")
 
     transcript = _to_dense_1d(inputs[config.TRANSCRIPT_KEY], b"")
-    tokens = tokenizer.tf_encode(transcript)
+    tokens = transcript_tokens(
+        inputs, transcript,
+        options.get(VOCABULARY_OPTION, config.CHARACTER_VOCABULARY))
     outputs[config.TOKENS_KEY] = tokens.to_sparse()
     outputs[config.NUM_TOKENS_KEY] = tf.cast(tokens.row_lengths(), tf.int64)
 

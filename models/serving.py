@@ -5,6 +5,8 @@ decoding -> detokenisation):
 - `transcribe`: float32 audio [batch, samples] plus per-example lengths;
 - `serving_default`: serialized tf.Examples in the raw ExampleGen format,
   which is what TFMA's Evaluator feeds.
+Detokenisation is the model's vocabulary's, in the graph: the characters'
+`tokenizer.tf_decode` or the official BPE's `bpe.tf_decode`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import List, Tuple
 import numpy as np
 import tensorflow as tf
 
+from models import bpe
 from models import config
 from models import decoding
 from models import tokenizer
@@ -43,7 +46,12 @@ class MoonshineServingModule(tf.Module):
         self._audio_spec = tf_transform_output.raw_feature_spec()[
             config.AUDIO_KEY]
         self._frontend = preset.model.frontend
+        self._decode = preset.decode
         self._n_mels = preset.model.n_mels
+        self._detokenize = (
+            bpe.tf_decode
+            if preset.model.vocabulary == config.MOONSHINE_BPE_VOCABULARY
+            else tokenizer.tf_decode)
 
     def _model_inputs(self, transformed):
         if self._frontend == "log_mel":
@@ -55,6 +63,12 @@ class MoonshineServingModule(tf.Module):
                 tf.reshape(flat.flat_values, [-1, self._n_mels]),
                 tf.cast(num_frames, tf.int64))
             return frames.to_tensor(0.0), num_frames
+        if self._frontend == "waveform":
+            num_samples = tf.cast(transformed[config.NUM_SAMPLES_KEY], tf.int32)
+            samples = transformed[config.WAVEFORM_KEY]
+            if isinstance(samples, tf.SparseTensor):
+                samples = tf.RaggedTensor.from_sparse(samples)
+            return samples.to_tensor(0.0), num_samples
         raise ValueError(f"unsupported front end {self._frontend!r}")
 
     def _transcribe(self, audio: tf.Tensor, num_samples: tf.Tensor):
@@ -90,9 +104,15 @@ class MoonshineServingModule(tf.Module):
         encoded, encoded_lengths = self.model.encode(features, lengths)
         seconds = tf.cast(num_samples, tf.float32) / float(config.SAMPLE_RATE)
         max_tokens = decoding.max_tokens_for_duration(seconds)
-        token_ids = decoding.greedy_decode(
-            self.model, encoded, encoded_lengths, max_tokens)
-        return {config.TEXT_OUTPUT_KEY: tokenizer.tf_decode(token_ids),
+        if self._decode.beam_width == 1:
+            token_ids = decoding.greedy_decode(
+                self.model, encoded, encoded_lengths, max_tokens)
+        else:
+            token_ids = decoding.beam_search_decode(
+                self.model, encoded, encoded_lengths, max_tokens,
+                beam_width=self._decode.beam_width,
+                length_penalty=self._decode.length_penalty)
+        return {config.TEXT_OUTPUT_KEY: self._detokenize(token_ids),
                 config.TOKENS_OUTPUT_KEY: tf.cast(token_ids, tf.int32)}
 
     @tf.function(input_signature=[

@@ -111,18 +111,26 @@ def tf_encode(transcripts, add_special_tokens: bool = True,
         return ids
 
 
+def ids_to_decode(ids, vocab_size: int = VOCAB_SIZE):
+    """int ids [B, N] (dense, or ragged) -> (int64 ids clipped into the
+    vocabulary, bool mask of the ids to decode: inside the vocabulary and
+    before the row's first EOS_ID), both [B, N]."""
+    if isinstance(ids, tf.RaggedTensor):
+        ids = ids.to_tensor(default_value=PAD_ID)
+    ids = tf.cast(tf.convert_to_tensor(ids), tf.int64)
+    ids.shape.with_rank(2)
+    before_eos = tf.equal(
+        tf.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=1), 0)
+    in_vocab = tf.logical_and(ids >= 0, ids < vocab_size)
+    return (tf.clip_by_value(ids, 0, vocab_size - 1),
+            tf.logical_and(before_eos, in_vocab))
+
+
 def tf_decode(ids, name: str = "tf_decode") -> tf.Tensor:
     """int ids [B, N] (dense, or ragged) -> tf.string [B], as `decode` per row."""
     with tf.name_scope(name):
-        if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=PAD_ID)
-        ids = tf.cast(tf.convert_to_tensor(ids), tf.int64)
-        ids.shape.with_rank(2)
-        before_eos = tf.equal(
-            tf.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=1), 0)
-        in_vocab = tf.logical_and(ids >= 0, ids < VOCAB_SIZE)
-        keep = tf.logical_and(before_eos, in_vocab)
+        ids, keep = ids_to_decode(ids)
         table = tf.constant(list(ID_TO_TEXT), dtype=tf.string, name="id_to_text")
-        pieces = tf.gather(table, tf.clip_by_value(ids, 0, VOCAB_SIZE - 1))
+        pieces = tf.gather(table, ids)
         pieces = tf.where(keep, pieces, tf.zeros_like(pieces))
         return tf.strings.reduce_join(pieces, axis=1)

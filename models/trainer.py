@@ -2,7 +2,7 @@
 
 Teacher-forced cross-entropy with label smoothing, plus a training-only CTC
 loss on the encoder (hybrid CTC/attention as in ESPnet) that makes the
-encoder align audio and characters early; the exported model is the plain
+encoder align audio and tokens early; the exported model is the plain
 Moonshine encoder-decoder.
 """
 
@@ -37,42 +37,59 @@ HISTORY_FILE = "history.json"
 
 # --- Input pipeline -------------------------------------------------------
 
-def _parse(feature_spec: Dict, n_mels: int):
+def _parse(feature_spec: Dict, n_mels: int, frontend: str = "log_mel"):
+    """Transformed example -> (model inputs, targets); the inputs are
+    log-mel frames [frames, n_mels] or, for the waveform front end, the
+    samples [samples], with their length in the same unit."""
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, feature_spec)
-        log_mel = tf.reshape(tf.sparse.to_dense(ex[config.LOG_MEL_KEY]),
-                             [-1, n_mels])
+        if frontend == "waveform":
+            inputs = tf.sparse.to_dense(ex[config.WAVEFORM_KEY])
+            lengths = ex[config.NUM_SAMPLES_KEY]
+        else:
+            inputs = tf.reshape(tf.sparse.to_dense(ex[config.LOG_MEL_KEY]),
+                                [-1, n_mels])
+            lengths = ex[config.NUM_FRAMES_KEY]
         tokens = tf.cast(tf.sparse.to_dense(ex[config.TOKENS_KEY]), tf.int32)
         features = {
-            "features": log_mel,
-            "lengths": tf.cast(ex[config.NUM_FRAMES_KEY], tf.int32),
+            "features": inputs,
+            "lengths": tf.cast(lengths, tf.int32),
             "tokens": tokens[:-1],
         }
         return features, tokens[1:]
     return parse
 
 
-def bucket_boundaries(max_seconds: float = config.MAX_AUDIO_SECONDS
-                      ) -> List[int]:
-    """Frame-count bucket edges from MIN_BUCKET_SECONDS to max_seconds."""
-    frames_per_second = 1.0 / config.HOP_SECONDS
-    edge = MIN_BUCKET_SECONDS * frames_per_second
+def lengths_per_second(frontend: str = "log_mel") -> float:
+    """Units of a model input's length per second: frames or samples."""
+    if frontend == "waveform":
+        return float(config.SAMPLE_RATE)
+    return 1.0 / config.HOP_SECONDS
+
+
+def bucket_boundaries(max_seconds: float = config.MAX_AUDIO_SECONDS,
+                      per_second: float = lengths_per_second()) -> List[int]:
+    """Length bucket edges from MIN_BUCKET_SECONDS to max_seconds, in
+    frames (default) or `per_second` units."""
+    edge = MIN_BUCKET_SECONDS * per_second
     edges = []
-    while edge < max_seconds * frames_per_second:
+    while edge < max_seconds * per_second:
         edges.append(int(round(edge)))
         edge *= BUCKET_RATIO
     return edges
 
 
 def batch_by_length(ds: tf.data.Dataset, batch_size: int,
-                    n_mels: int) -> tf.data.Dataset:
+                    n_mels: int, frontend: str = "log_mel"
+                    ) -> tf.data.Dataset:
     """Padded batches of utterances of similar length (bucketed)."""
-    boundaries = bucket_boundaries()
+    boundaries = bucket_boundaries(per_second=lengths_per_second(frontend))
+    feature_shape = [None] if frontend == "waveform" else [None, n_mels]
     return ds.bucket_by_sequence_length(
         element_length_func=lambda x, y: x["lengths"],
         bucket_boundaries=boundaries,
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-        padded_shapes=({"features": [None, n_mels], "lengths": [],
+        padded_shapes=({"features": feature_shape, "lengths": [],
                         "tokens": [None]}, [None]),
         padding_values=({"features": 0.0, "lengths": 0,
                          "tokens": config.PAD_ID}, config.PAD_ID),
@@ -96,9 +113,10 @@ def make_dataset(file_patterns: List[str], tf_transform_output,
     if training:
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=preset.train.seed,
                         reshuffle_each_iteration=True).repeat()
-    ds = ds.map(_parse(spec, preset.model.n_mels),
+    model = preset.model
+    ds = ds.map(_parse(spec, model.n_mels, model.frontend),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = batch_by_length(ds, batch_size, preset.model.n_mels)
+    ds = batch_by_length(ds, batch_size, model.n_mels, model.frontend)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -240,7 +258,8 @@ class Seq2SeqTrainer(keras.Model):
 
     def _compute_losses(self, inputs, targets, training):
         features, lengths = inputs["features"], inputs["lengths"]
-        # Augmentation works on log-mel cells; the waveform front end has none.
+        # SpecAugment, time stretch and mel warp act on log-mel cells: the
+        # waveform front end trains on the audio as ingested, unaugmented.
         if training and self.model_config.frontend == "log_mel":
             features, lengths = perturb(features, lengths, self.train_config)
             features = spec_augment(features, lengths, self.train_config)
@@ -262,7 +281,7 @@ class Seq2SeqTrainer(keras.Model):
         ctc = tf.constant(0.0)
         ctc_weight = self.train_config.ctc_weight
         if ctc_weight > 0:
-            # CTC labels are the characters alone: no <s>, no </s>.
+            # CTC labels are the tokens alone: no <s>, no </s>.
             labels = tf.where(tf.equal(targets, config.EOS_ID),
                               config.PAD_ID, targets)
             label_lengths = tf.reduce_sum(
@@ -395,10 +414,12 @@ def backup_dir_for(base_dir: str, preset: config.Preset,
 
     TFX gives every execution a new model_run_dir; keying the backup by the
     preset and the input artifacts instead lets a re-run after a crash resume,
-    while a changed preset or new data starts fresh.
+    while a changed model, schedule or new data starts fresh (decoding
+    settings only shape the export, so they do not count).
     """
+    trained = config.preset_to_dict(preset)
     key = hashlib.sha256(json.dumps(
-        [config.preset_to_dict(preset), sorted(inputs)],
+        [trained["model"], trained["train"], sorted(inputs)],
         sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(base_dir, f"{preset.name}-{key}")
 

@@ -15,11 +15,12 @@ plus `moonshine_import.json`; `load_initial_weights(model, path)` reads it, or
 an official checkpoint directly, before the Trainer fine-tunes.
 
 What transfers: every tensor, when the target has the official architecture
-(front end 'waveform', vocab_size 32768, same sizes). A character-vocabulary
-preset takes everything except the token embedding (which is also the output
-layer: the official model ties them); a 'log_mel' preset also keeps its own
-conv stem, since the waveform stem's weights have no counterpart there.
-Those stay at their initialisation and are listed in the import report.
+(front end 'waveform', vocabulary 'moonshine_bpe', same sizes). A model of
+the character vocabulary takes everything except the token embedding (which
+is also the output layer: the official model ties them), since its ids mean
+other tokens; a 'log_mel' model also keeps its own conv stem, since the
+waveform stem's weights have no counterpart there. Those stay at their
+initialisation and are listed in the import report.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from models import config as cfg
 
 HF_WEIGHTS_FILE = "model.safetensors"
 HF_CONFIG_FILE = "config.json"
@@ -320,8 +323,8 @@ def plan_import(model, checkpoint: Checkpoint
 
     Raises CheckpointError when the checkpoint is a different size of
     model (dims, layers, heads) or lacks a tensor the model needs; skips,
-    and reports, the embedding for another vocabulary and the waveform stem
-    for a 'log_mel' model.
+    and reports, the embedding for a model of another vocabulary than the
+    official BPE and the waveform stem for a 'log_mel' model.
     """
     config = model.model_config
     if checkpoint.n_heads and checkpoint.n_heads != (config.n_heads,) * 2:
@@ -354,11 +357,23 @@ def plan_import(model, checkpoint: Checkpoint
                 f"{config.frontend!r})")
         var, layout = targets[name]
         expected = layout(np.empty(var.shape, np.float32)).shape
-        if value.shape != expected:
-            if name == EMBEDDING and value.shape[1:] == expected[1:]:
+        if name == EMBEDDING and value.shape[1:] == expected[1:]:
+            # The rows are token ids: the official BPE's (that many rows)
+            # transfer only into that vocabulary, never into another's of
+            # the same count.
+            if (value.shape[0] == cfg.MOONSHINE_BPE_VOCAB_SIZE
+                    and config.vocabulary != cfg.MOONSHINE_BPE_VOCABULARY):
+                skipped[name] = (
+                    f"vocabulary of {value.shape[0]} tokens (the official "
+                    f"BPE); the model's is {config.vocabulary!r}: train with "
+                    f"vocabulary {cfg.MOONSHINE_BPE_VOCABULARY!r} to import "
+                    "it")
+                continue
+            if value.shape != expected:
                 skipped[name] = (f"vocabulary of {value.shape[0]} tokens; "
                                  f"the model has {expected[0]}")
                 continue
+        if value.shape != expected:
             raise CheckpointError(
                 f"{checkpoint.source}: {name} has shape {value.shape}; the "
                 f"model (dim {config.dim}, ffn_dim {config.ffn_dim}) needs "

@@ -36,19 +36,36 @@ def _split_patterns(values: Optional[List[str]]) -> Optional[Dict[str, str]]:
     return patterns
 
 
-def _check_init_from(path: Optional[str], preset_name: str) -> Optional[str]:
+def _model_config(preset_name: str, vocabulary: Optional[str] = None,
+                  frontend: Optional[str] = None):
+    """The preset's model config, with --vocabulary / --frontend if given."""
+    import dataclasses
+
+    from models import config
+
+    model_config = config.get_preset(preset_name).model
+    if vocabulary:
+        model_config = model_config.with_vocabulary(vocabulary)
+    if frontend:
+        model_config = dataclasses.replace(model_config, frontend=frontend)
+    return model_config
+
+
+def _check_init_from(path: Optional[str], preset_name: str,
+                     vocabulary: Optional[str] = None,
+                     frontend: Optional[str] = None) -> Optional[str]:
     """--init-from: an absolute path whose weights fit the preset, checked
     now rather than after ingestion and Transform."""
     if not path:
         return None
-    from models import config
     from models import moonshine
     from models import weights
 
     path = path if "://" in path else os.path.abspath(path)
     try:
         weights.plan_import(moonshine.Moonshine(
-            config.get_preset(preset_name).model), weights.read_checkpoint(path))
+            _model_config(preset_name, vocabulary, frontend)),
+            weights.read_checkpoint(path))
     except weights.CheckpointError as e:
         raise CliError(f"--init-from: {e}") from None
     return path
@@ -62,7 +79,8 @@ def cmd_run(args) -> int:
         raise CliError(f"--data-root {args.data_root}: no such directory")
     if args.max_wer_regression < 0:
         raise CliError("--max-wer-regression must be >= 0")
-    init_from = _check_init_from(args.init_from, args.preset)
+    init_from = _check_init_from(args.init_from, args.preset, args.vocabulary,
+                                 args.frontend)
     paths, wall = local_runner.run_local(
         data_root=args.data_root, output_dir=args.output_dir,
         preset_name=args.preset, beam_args=args.beam_arg or None,
@@ -71,7 +89,8 @@ def cmd_run(args) -> int:
         wer_upper_bound=args.wer_upper_bound,
         max_audio_seconds=args.max_audio_seconds,
         enable_cache=not args.no_cache, init_from=init_from,
-        max_wer_regression=args.max_wer_regression)
+        max_wer_regression=args.max_wer_regression,
+        vocabulary=args.vocabulary, frontend=args.frontend)
     summary = run_summary.finish_run(paths, args.preset,
                                      os.path.abspath(args.data_root), wall)
     print(run_summary.format_summary(summary))
@@ -209,26 +228,25 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_import_weights(args) -> int:
-    import dataclasses
-
     from models import config
-    from models import official
     from models import weights
 
-    model_config = config.get_preset(args.preset).model
-    model_config = dataclasses.replace(
-        model_config, frontend=args.frontend or model_config.frontend,
-        vocab_size=(official.OFFICIAL_VOCAB if args.vocab == "official"
-                    else model_config.vocab_size))
+    model_config = _model_config(
+        args.preset, config.MOONSHINE_BPE_VOCABULARY
+        if args.vocab == "official" else None, args.frontend)
     try:
         report = weights.import_weights(args.source, model_config,
                                         args.output_dir)
     except weights.CheckpointError as e:
         raise CliError(str(e)) from None
     print(report.summary())
+    options = "".join(
+        f" --{name} {value}" for name, value in (
+            ("vocabulary", model_config.vocabulary if args.vocab == "official"
+             else None), ("frontend", args.frontend)) if value)
     print(f"wrote {os.path.join(args.output_dir, weights.HF_WEIGHTS_FILE)}; "
-          f"fine-tune with: moonshine-tfx run --preset {args.preset} "
-          f"--init-from {args.output_dir}")
+          f"fine-tune with: moonshine-tfx run --preset {args.preset}"
+          f"{options} --init-from {args.output_dir}")
     return 0
 
 
@@ -282,7 +300,8 @@ def cmd_compile_kubeflow(args) -> int:
             train_steps=args.train_steps, eval_steps=args.eval_steps,
             wer_upper_bound=args.wer_upper_bound,
             max_audio_seconds=args.max_audio_seconds,
-            enable_cache=not args.no_cache)
+            enable_cache=not args.no_cache, vocabulary=args.vocabulary,
+            frontend=args.frontend)
     except kubeflow_runner.KubeflowConfigError as e:
         raise CliError(str(e)) from None
     for note in kubeflow_runner.storage_notes(
@@ -298,6 +317,20 @@ def _add_store_args(p) -> None:
                    help="a run's output dir (its metadata.sqlite is read)")
     p.add_argument("--metadata", help="path of a SQLite ML Metadata store")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_model_args(p) -> None:
+    from models import config
+
+    p.add_argument("--vocabulary", choices=sorted(config.VOCABULARY_SIZES),
+                   help="the model's output vocabulary, replacing the "
+                   f"preset's ({config.CHARACTER_VOCABULARY}): "
+                   f"{config.MOONSHINE_BPE_VOCABULARY} is the official "
+                   "model's 32k BPE, whose embedding --init-from imports")
+    p.add_argument("--frontend", choices=("log_mel", "waveform"),
+                   help="the encoder's front end, replacing the preset's "
+                   "(log_mel): 'waveform' is the paper's conv stem over raw "
+                   "audio, whose weights --init-from imports")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start training from these weights: an "
                      "`import-weights` output dir, or an official checkpoint "
                      "(dir of .weights.h5 files or model.safetensors)")
+    _add_model_args(run)
     run.set_defaults(func=cmd_run)
 
     from pipeline import validate_data as vd  # constants only, no TFX
@@ -391,13 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{mw.IMPORT_REPORT_FILE}")
     im.add_argument("--frontend", choices=("log_mel", "waveform"),
                     help="override the preset's front end (the official "
-                    "model's is 'waveform'; the pipeline trains 'log_mel')")
+                    "model's is 'waveform'; pass the same to `run`)")
     im.add_argument("--vocab", choices=("characters", "official"),
                     default="characters",
                     help="'characters': everything but the token embedding "
                     "(and output layer, tied to it) is imported; 'official': "
-                    "the 32k BPE embedding too (not trainable by the "
-                    "pipeline yet)")
+                    "the 32k BPE embedding too, for `run --vocabulary "
+                    f"{config.MOONSHINE_BPE_VOCABULARY}`")
     im.set_defaults(func=cmd_import_weights)
 
     li = sub.add_parser("lineage", help="trace a pushed model back to its "
@@ -461,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                     default=config.MAX_AUDIO_SECONDS)
     kf.add_argument("--no-cache", action="store_true",
                     help="disable KFP's execution caching")
+    _add_model_args(kf)
     kf.set_defaults(func=cmd_compile_kubeflow)
     return parser
 

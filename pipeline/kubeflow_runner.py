@@ -160,6 +160,8 @@ def compile_kubeflow(
     wer_upper_bound: Optional[float] = None,
     max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
     enable_cache: bool = True,
+    vocabulary: Optional[str] = None,
+    frontend: Optional[str] = None,
 ) -> str:
     """Compiles the pipeline to `output`; returns its path.
 
@@ -188,7 +190,8 @@ def compile_kubeflow(
         `<pipeline_root>/<pipeline_name>/serving_model`.
       schema_file: the curated schema as the pods see it.
       split_patterns, train_steps, eval_steps, wer_upper_bound,
-      max_audio_seconds, enable_cache: as for the local run.
+      max_audio_seconds, enable_cache, vocabulary, frontend: as for the
+      local run.
     """
     # Every option is checked before TFX (seconds to import) is loaded.
     pipeline_root = check_pipeline_root(pipeline_root)
@@ -220,7 +223,8 @@ def compile_kubeflow(
         pipeline_root=pipeline_root,
         data_root=data_root,
         serving_model_dir=serving_model_dir,
-        preset=config.get_preset(preset_name),
+        preset=pipeline_def.with_model_options(
+            config.get_preset(preset_name), vocabulary, frontend),
         metadata_connection_config=None,  # KFP brings its own ML Metadata
         beam_pipeline_args=list(beam_args or DEFAULT_BEAM_ARGS),
         split_patterns=split_patterns,

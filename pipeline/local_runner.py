@@ -55,11 +55,18 @@ def run_local(
     init_from: Optional[str] = None,
     max_wer_regression: float = config.MAX_WER_REGRESSION,
     run_fn: str = pipeline_def.RUN_FN,
+    vocabulary: Optional[str] = None,
+    frontend: Optional[str] = None,
 ) -> Tuple[RunPaths, float]:
-    """Runs the whole pipeline locally; returns (paths, wall seconds)."""
+    """Runs the whole pipeline locally; returns (paths, wall seconds).
+
+    `vocabulary` and `frontend` replace the preset's (see
+    pipeline.with_model_options).
+    """
     paths = RunPaths(os.path.abspath(output_dir))
     os.makedirs(paths.output_dir, exist_ok=True)
-    preset = config.get_preset(preset_name)
+    preset = pipeline_def.with_model_options(
+        config.get_preset(preset_name), vocabulary, frontend)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         paths.metadata_path)
     p = pipeline_def.create_pipeline(

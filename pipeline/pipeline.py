@@ -7,6 +7,7 @@ for Kubeflow (code baked into the image) and runs locally.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Dict, List, NamedTuple, Optional
 
@@ -17,6 +18,7 @@ from components.librispeech_example_gen.component import (
     LibriSpeechExampleGen, default_input_config)
 from models import config
 from models import metrics
+from models import preprocessing
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -25,6 +27,20 @@ SCHEMA_FILE = os.path.join(
     "schemas", "schema.pbtxt")
 RESOLVER_ID = "latest_blessed_model_resolver"
 BASELINE_IMPORTER_ID = "baseline_model_importer"
+
+
+def with_model_options(preset: config.Preset,
+                       vocabulary: Optional[str] = None,
+                       frontend: Optional[str] = None) -> config.Preset:
+    """The preset with another vocabulary and/or front end (None keeps the
+    preset's): `run --vocabulary moonshine_bpe --frontend waveform` trains the
+    published model's configuration at any preset's size."""
+    model = preset.model
+    if vocabulary:
+        model = model.with_vocabulary(vocabulary)
+    if frontend:
+        model = dataclasses.replace(model, frontend=frontend)
+    return dataclasses.replace(preset, model=model)
 
 
 class DataComponents(NamedTuple):
@@ -40,12 +56,18 @@ def create_data_components(
     split_patterns: Optional[Dict[str, str]] = None,
     max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
     schema_file: str = SCHEMA_FILE,
+    vocabulary: str = config.CHARACTER_VOCABULARY,
 ) -> DataComponents:
-    """Ingestion, statistics, the curated schema and the ExampleValidator."""
+    """Ingestion, statistics, the curated schema and the ExampleValidator.
+
+    `vocabulary` is the model's: the BPE one has the ExampleGen write each
+    transcript's BPE ids (see models/bpe.py).
+    """
     example_gen = LibriSpeechExampleGen(
         input_base=data_root,
         input_config=default_input_config(split_patterns),
-        custom_config={"max_audio_seconds": max_audio_seconds})
+        custom_config={"max_audio_seconds": max_audio_seconds},
+        vocabulary=vocabulary)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
@@ -110,7 +132,7 @@ def create_pipeline(
     """
     example_gen, statistics_gen, schema_gen, example_validator = (
         create_data_components(data_root, split_patterns, max_audio_seconds,
-                               schema_file))
+                               schema_file, preset.model.vocabulary))
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -121,7 +143,8 @@ def create_pipeline(
         # TFDV statistics over 80 x frames floats per utterance cost more
         # than the training itself and validate nothing new.
         disable_statistics=True,
-        custom_config={"preset": preset.name})
+        custom_config={"preset": preset.name,
+                       **preprocessing.transform_options(preset.model)})
 
     trainer = tfx.components.Trainer(
         run_fn=run_fn,

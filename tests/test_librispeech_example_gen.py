@@ -110,6 +110,25 @@ def test_component_defaults():
             input_base="/data", custom_config={"max_audio_secs": 20})
 
 
+def test_component_vocabulary_option():
+    gen = component.LibriSpeechExampleGen(
+        input_base="/data", custom_config={"max_audio_seconds": 20},
+        vocabulary=config.MOONSHINE_BPE_VOCABULARY)
+    assert executor.vocabulary(gen.exec_properties) == (
+        config.MOONSHINE_BPE_VOCABULARY)
+    assert executor.audio_limits(gen.exec_properties)[1] == 20.0
+    # The character vocabulary is the default and leaves the exec
+    # properties (so the cache key) as they were.
+    plain = component.LibriSpeechExampleGen(input_base="/data")
+    chars = component.LibriSpeechExampleGen(
+        input_base="/data", vocabulary=config.CHARACTER_VOCABULARY)
+    assert chars.exec_properties == plain.exec_properties
+    assert executor.vocabulary(chars.exec_properties) == (
+        config.CHARACTER_VOCABULARY)
+    with pytest.raises(ValueError, match="unknown vocabulary 'bpe'"):
+        component.LibriSpeechExampleGen(input_base="/data", vocabulary="bpe")
+
+
 def test_report_counts_every_item(ingested):
     _, examples = ingested
     with open(os.path.join(examples.uri, executor.REPORT_FILE)) as f:
@@ -194,7 +213,8 @@ def test_curated_schema_matches_config():
     assert set(features) == {
         config.AUDIO_KEY, config.TRANSCRIPT_KEY, config.UTTERANCE_ID_KEY,
         config.SPEAKER_ID_KEY, config.CHAPTER_ID_KEY, config.DURATION_KEY,
-        config.DURATION_BUCKET_KEY}
+        config.DURATION_BUCKET_KEY, config.MOONSHINE_BPE_IDS_KEY}
+    varlen = (config.AUDIO_KEY, config.MOONSHINE_BPE_IDS_KEY)
     bucket = features[config.DURATION_BUCKET_KEY]
     assert bucket.type == schema_pb2.BYTES
     (domain,) = [d for d in schema.string_domain if d.name == bucket.domain]
@@ -204,9 +224,17 @@ def test_curated_schema_matches_config():
     assert features[config.AUDIO_KEY].value_count.min == 1
     assert features[config.DURATION_KEY].float_domain.max == (
         config.MAX_AUDIO_SECONDS)
-    assert all(f.presence.min_fraction == 1.0 for f in schema.feature)
+    # Written only for the BPE vocabulary: optional, at least one id when
+    # present, each an id of that vocabulary.
+    bpe_ids = features.pop(config.MOONSHINE_BPE_IDS_KEY)
+    assert not bpe_ids.HasField("presence") and not bpe_ids.HasField("shape")
+    assert bpe_ids.type == schema_pb2.INT and bpe_ids.value_count.min == 1
+    assert (bpe_ids.int_domain.min, bpe_ids.int_domain.max) == (
+        0, config.MOONSHINE_BPE_VOCAB_SIZE - 1)
+    assert list(bpe_ids.not_in_environment) == ["SERVING"]
+    assert all(f.presence.min_fraction == 1.0 for f in features.values())
     for name, f in features.items():
-        if name != config.AUDIO_KEY:
+        if name not in varlen:
             assert [d.size for d in f.shape.dim] == [1], name
 
 

@@ -92,3 +92,37 @@ def test_serving_layer_needs_audio_only_and_matches_beam(transformed):
         np.testing.assert_allclose(flat[i].numpy(),
                                    np.asarray(data[i][config.LOG_MEL_KEY]),
                                    atol=1e-5)
+
+
+def test_bpe_tokens_come_from_the_raw_ids_with_sos_and_eos():
+    bpe_ids = tf.ragged.constant([[22172, 3186], [372]], dtype=tf.int64)
+    inputs = {config.MOONSHINE_BPE_IDS_KEY: bpe_ids.to_sparse()}
+    tokens = preprocessing.transcript_tokens(
+        inputs, tf.constant([b"HELLO WORLD", b"IT"]),
+        config.MOONSHINE_BPE_VOCABULARY)
+    assert tokens.to_list() == [
+        [config.SOS_ID, 22172, 3186, config.EOS_ID],
+        [config.SOS_ID, 372, config.EOS_ID]]
+
+
+def test_bpe_without_ingested_ids_is_a_clear_error():
+    transcripts = tf.constant([b"HELLO", b"WORLD"])
+    with pytest.raises(ValueError, match=config.MOONSHINE_BPE_IDS_KEY):
+        preprocessing.transcript_tokens({}, transcripts,
+                                        config.MOONSHINE_BPE_VOCABULARY)
+    # The feature is in the schema but this example was ingested for the
+    # character vocabulary: no ids.
+    missing = tf.ragged.constant([[22172], []], dtype=tf.int64).to_sparse()
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="LibriSpeechExampleGen"):
+        preprocessing.transcript_tokens(
+            {config.MOONSHINE_BPE_IDS_KEY: missing}, transcripts,
+            config.MOONSHINE_BPE_VOCABULARY)
+
+
+def test_transform_options_name_only_what_differs_from_the_defaults():
+    ci = config.get_preset("ci").model
+    assert preprocessing.transform_options(ci) == {}
+    assert preprocessing.transform_options(
+        ci.with_vocabulary(config.MOONSHINE_BPE_VOCABULARY)) == {
+        preprocessing.VOCABULARY_OPTION: config.MOONSHINE_BPE_VOCABULARY}

@@ -66,7 +66,8 @@ def test_audio_without_pauses_still_fits_the_window():
 # --- The exported model -------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def exported(tmp_path_factory):
+    """(export dir, the in-memory model it was exported from, Transform dir)."""
     import apache_beam as beam
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -107,7 +108,12 @@ def model_dir(tmp_path_factory):
     export_dir = str(tmp_path_factory.mktemp("serving") / "1")
     serving.export_serving_model(model, tft.TFTransformOutput(transform_dir),
                                  preset, export_dir)
-    return export_dir
+    return export_dir, model, transform_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(exported):
+    return exported[0]
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +121,51 @@ def signature(model_dir):
     import tensorflow as tf
     return tf.saved_model.load(model_dir).signatures[
         config.TRANSCRIBE_SIGNATURE]
+
+
+@pytest.mark.slow
+def test_the_serving_graph_decodes_with_the_presets_beam(exported, signature):
+    """The SavedModel's tokens are beam_search_decode's with the preset's
+    width and length penalty, not greedy decoding's."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from models import decoding
+
+    _, model, transform_dir = exported
+    preset = config.get_preset("ci")
+    assert preset.decode.beam_width > 1
+    audio = np.stack([_noise(1.5, seed=s) for s in (11, 12, 13)])
+    lengths = np.array([len(a) for a in audio], np.int64)
+    got = signature(audio=tf.constant(audio),
+                    num_samples=tf.constant(lengths))[
+                        config.TOKENS_OUTPUT_KEY].numpy()
+
+    tft_output = tft.TFTransformOutput(transform_dir)
+    raw = serving._audio_to_raw_feature(  # pylint: disable=protected-access
+        tf.constant(audio), tf.constant(lengths),
+        tft_output.raw_feature_spec()[config.AUDIO_KEY])
+    transformed = tft_output.transform_features_layer()({config.AUDIO_KEY: raw})
+    n = tf.cast(transformed[config.NUM_FRAMES_KEY], tf.int32)
+    mel = tf.reshape(tf.sparse.to_dense(transformed[config.LOG_MEL_KEY]),
+                     [len(audio), -1, config.N_MELS])
+    encoded, encoded_lengths = model.encode(mel, n)
+    cap = decoding.max_tokens_for_duration(
+        tf.constant(lengths / config.SAMPLE_RATE, tf.float32))
+    beam = decoding.beam_search_decode(
+        model, encoded, encoded_lengths, cap,
+        beam_width=preset.decode.beam_width,
+        length_penalty=preset.decode.length_penalty).numpy()
+    greedy = decoding.greedy_decode(model, encoded, encoded_lengths,
+                                    cap).numpy()
+
+    def trim(ids):  # up to and including </s>, as a list
+        ids = list(ids)
+        return ids[:ids.index(config.EOS_ID) + 1] if config.EOS_ID in ids \
+            else [i for i in ids if i != config.PAD_ID]
+    assert [trim(r) for r in got] == [trim(r) for r in beam]
+    # The random model's beam and greedy paths differ, so this is not vacuous.
+    assert [trim(r) for r in beam] != [trim(r) for r in greedy]
 
 
 def _direct(signature, audio):

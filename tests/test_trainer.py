@@ -282,3 +282,116 @@ def test_ema_exports_the_moving_average_of_the_weights(tmp_path):
              for f, w, i in zip(final, last.weights, initial)
              if np.abs(w - i).sum() > 0]
     assert moved and 0.0 < np.median(moved) < 1.0
+
+
+# --- The waveform front end through the pipeline --------------------------------
+
+def test_waveform_buckets_are_in_samples():
+    edges = trainer.bucket_boundaries(
+        per_second=trainer.lengths_per_second("waveform"))
+    frames = trainer.bucket_boundaries()
+    assert len(edges) == len(frames)
+    assert edges[0] == trainer.MIN_BUCKET_SECONDS * config.SAMPLE_RATE
+    assert edges[-1] * trainer.BUCKET_RATIO >= (
+        config.MAX_AUDIO_SECONDS * config.SAMPLE_RATE)
+    clips = [4000, 16_000, 17_000, 64_000]
+
+    def gen():
+        for n in clips:
+            yield ({"features": np.ones([n], np.float32),
+                    "lengths": np.int32(n), "tokens": np.ones([3], np.int32)},
+                   np.ones([3], np.int32))
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        {"features": tf.TensorSpec([None], tf.float32),
+         "lengths": tf.TensorSpec([], tf.int32),
+         "tokens": tf.TensorSpec([None], tf.int32)},
+        tf.TensorSpec([None], tf.int32)))
+    batches = list(trainer.batch_by_length(ds, 4, N_MELS, "waveform"))
+    # 16,000 and 17,000 samples share a bucket; 4,000 and 64,000 do not.
+    assert sorted(inputs["lengths"].numpy().tolist()
+                  for inputs, _ in batches) == [[4000], [16_000, 17_000],
+                                                [64_000]]
+    for inputs, _ in batches:
+        assert inputs["features"].shape.rank == 2
+
+
+@pytest.fixture(scope="module")
+def published_steps(tmp_path_factory):
+    """ExampleGen and Transform as create_pipeline wires them for the ci
+    preset as published: waveform front end, official BPE vocabulary."""
+    import pipeline_steps
+    from pipeline import pipeline as pipeline_def
+
+    preset = pipeline_def.with_model_options(
+        config.get_preset("ci"), config.MOONSHINE_BPE_VOCABULARY, "waveform")
+    tmp = str(tmp_path_factory.mktemp("published_steps"))
+    return preset, pipeline_steps.ingest_and_transform(tmp, preset)
+
+
+@pytest.mark.slow
+def test_waveform_transform_passes_the_ingested_samples(published_steps):
+    import pipeline_steps
+
+    _, steps = published_steps
+    for split in config.SPLITS:
+        raw = {}
+        for ex in pipeline_steps.records(steps.examples.uri, split):
+            f = ex.features.feature
+            raw[f[config.UTTERANCE_ID_KEY].bytes_list.value[0]] = np.array(
+                f[config.AUDIO_KEY].float_list.value, np.float32)
+        for ex in pipeline_steps.records(steps.transformed.uri, split):
+            f = ex.features.feature
+            audio = raw.pop(f[config.UTTERANCE_ID_KEY].bytes_list.value[0])
+            assert config.LOG_MEL_KEY not in f
+            np.testing.assert_array_equal(
+                np.array(f[config.WAVEFORM_KEY].float_list.value, np.float32),
+                audio)
+            assert f[config.NUM_SAMPLES_KEY].int64_list.value[0] == len(audio)
+        assert not raw, split
+
+
+@pytest.mark.slow
+def test_waveform_model_trains_on_transform_output_and_serves(
+        published_steps, tmp_path):
+    import tensorflow_transform as tft
+
+    import pipeline_steps
+    from models import serving
+
+    preset, steps = published_steps
+    tft_output = tft.TFTransformOutput(steps.transform_graph.uri)
+    files = [os.path.join(steps.transformed.uri, "Split-train", "*.gz")]
+    ds = trainer.make_dataset(files, tft_output, preset, training=True,
+                              batch_size=2)
+    inputs, targets = next(iter(ds))
+    assert inputs["features"].shape.rank == 2  # [batch, samples]
+    assert int(tf.reduce_max(inputs["lengths"])) == inputs["features"].shape[1]
+    assert int(tf.reduce_max(targets)) >= config.VOCAB_SIZE  # BPE ids
+
+    keras.utils.set_random_seed(0)
+    model = trainer.build_trainer(preset, total_steps=3)
+    stem = model.moonshine.encoder.frontend.conv1.kernel  # the paper's stem
+    stem_before = stem.numpy().copy()
+    history = trainer.fit(model, ds, None, total_steps=3, steps_per_epoch=3,
+                          backup_dir=str(tmp_path / "backup"))
+    assert np.isfinite(history["loss"]).all()
+    assert not np.array_equal(stem.numpy(), stem_before)
+
+    export_dir = str(tmp_path / "serving")
+    serving.export_serving_model(model.moonshine, tft_output, preset,
+                                 export_dir)
+    transcribe = tf.saved_model.load(export_dir).signatures[
+        config.TRANSCRIBE_SIGNATURE]
+    audio, lengths = pipeline_steps.padded_audio(steps.data_root, "test")
+    out = transcribe(audio=audio, num_samples=lengths)
+    text = out[config.TEXT_OUTPUT_KEY]
+    assert text.dtype == tf.string and text.shape == lengths.shape
+    # Padding in the batch changes nothing: one clip alone gives the same
+    # ids as in the padded batch.
+    alone = transcribe(audio=audio[:1, :int(lengths[0])],
+                       num_samples=lengths[:1])
+    ids = out[config.TOKENS_OUTPUT_KEY].numpy()[0]
+    alone_ids = alone[config.TOKENS_OUTPUT_KEY].numpy()[0]
+    n = min(len(ids), len(alone_ids))
+    np.testing.assert_array_equal(ids[:n], alone_ids[:n])

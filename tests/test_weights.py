@@ -139,9 +139,10 @@ def checkpoints(tmp_path_factory):
 
 def _official_config():
     from models import config
-    return dataclasses.replace(config.get_preset(PRESET).model,
-                               frontend="waveform",
-                               vocab_size=official.OFFICIAL_VOCAB, dropout=0.0)
+    return dataclasses.replace(
+        config.get_preset(PRESET).model.with_vocabulary(
+            config.MOONSHINE_BPE_VOCABULARY),
+        frontend="waveform", dropout=0.0)
 
 
 def _outputs(model, dump):
@@ -282,6 +283,64 @@ def test_unreadable_checkpoints_are_clear_errors(tmp_path):
         weights.load_initial_weights(model, str(tmp_path))
     assert weights.load_initial_weights(model, None) is None
     assert weights.load_initial_weights(model, "") is None
+
+
+def test_embedding_transfers_into_the_bpe_vocabulary_only(tmp_path):
+    """The official embedding's rows are BPE ids: a model of the BPE
+    vocabulary takes them; a character model does not, even one whose
+    embedding has as many rows."""
+    import tf_keras as keras
+
+    from models import config
+    from models import moonshine
+    from models import weights
+
+    ci = config.get_preset("ci").model
+    bpe_config = ci.with_vocabulary(config.MOONSHINE_BPE_VOCABULARY)
+    keras.utils.set_random_seed(5)
+    source = moonshine.Moonshine(bpe_config)
+    weights.write_safetensors(weights.to_hf(source),
+                              str(tmp_path / weights.HF_WEIGHTS_FILE))
+    source_embedding = source.decoder.embedding.embeddings.numpy()
+    assert source_embedding.shape[0] == official.OFFICIAL_VOCAB
+
+    target = moonshine.Moonshine(bpe_config)
+    report = weights.load_initial_weights(target, str(tmp_path))
+    assert weights.EMBEDDING in report.imported and not report.skipped
+    np.testing.assert_array_equal(
+        target.decoder.embedding.embeddings.numpy(), source_embedding)
+
+    for other in (ci, dataclasses.replace(
+            ci, vocab_size=config.MOONSHINE_BPE_VOCAB_SIZE)):
+        model = moonshine.Moonshine(other)
+        report = weights.load_initial_weights(model, str(tmp_path))
+        why = report.skipped[weights.EMBEDDING]
+        assert "'characters'" in why and "moonshine_bpe" in why, why
+        assert any("embedding" in n for n in report.initialised)
+
+
+def test_cli_init_from_checks_the_vocabulary_it_trains(tmp_path):
+    """`run --init-from` is checked against the preset as --vocabulary
+    makes it: an official-size embedding fits either way, and is imported
+    only with the BPE vocabulary (above)."""
+    import tf_keras as keras
+
+    from models import config
+    from models import moonshine
+    from models import weights
+    from pipeline import cli
+
+    keras.utils.set_random_seed(6)
+    source = moonshine.Moonshine(config.get_preset("ci").model.with_vocabulary(
+        config.MOONSHINE_BPE_VOCABULARY))
+    weights.write_safetensors(weights.to_hf(source),
+                              str(tmp_path / weights.HF_WEIGHTS_FILE))
+    for vocabulary in (None, config.MOONSHINE_BPE_VOCABULARY):
+        assert cli._check_init_from(str(tmp_path), "ci", vocabulary) == str(
+            tmp_path)
+    with pytest.raises(cli.CliError, match="init-from"):
+        cli._check_init_from(str(tmp_path), "demo",
+                             config.MOONSHINE_BPE_VOCABULARY)
 
 
 def test_round_trip_through_hf_names(tmp_path):

@@ -4,7 +4,8 @@
         input_base='/data/LibriSpeech',
         input_config=default_input_config(
             {'train': 'train-clean-100*', 'eval': 'dev-clean*'}),
-        max_audio_seconds=20.0)
+        max_audio_seconds=20.0,
+        vocabulary='moonshine_bpe')  # also write each transcript's BPE ids
 
 Each input split pattern is a glob of subset directories under input_base; the
 output keeps those splits (no re-hashing, so speakers never leak across
@@ -54,14 +55,21 @@ def default_input_config(
 
 def make_custom_config(values: Mapping[str, Any]
                        ) -> example_gen_pb2.CustomConfig:
-    """Packs {'max_audio_seconds': ..., ...} as a Struct in a CustomConfig."""
+    """Packs {'max_audio_seconds': ..., 'vocabulary': ...} as a Struct in a
+    CustomConfig (the durations as numbers, the vocabulary as a string)."""
     unknown = sorted(set(values) - set(executor.CUSTOM_CONFIG_KEYS))
     if unknown:
         raise ValueError(
             f"unknown LibriSpeechExampleGen custom_config keys {unknown}; "
             f"known: {list(executor.CUSTOM_CONFIG_KEYS)}")
+    vocabulary = values.get(executor.VOCABULARY_KEY)
+    if vocabulary is not None and vocabulary not in config.VOCABULARY_SIZES:
+        raise ValueError(
+            f"unknown vocabulary {vocabulary!r}; choose one of "
+            f"{sorted(config.VOCABULARY_SIZES)}")
     struct = struct_pb2.Struct()
-    struct.update({k: float(v) for k, v in values.items()})
+    struct.update({k: str(v) if k == executor.VOCABULARY_KEY else float(v)
+                   for k, v in values.items()})
     custom_config = example_gen_pb2.CustomConfig()
     custom_config.custom_config.Pack(struct)
     return custom_config
@@ -120,7 +128,9 @@ class LibriSpeechExampleGen(FileBasedExampleGen):
     Output `examples` (standard Examples, gzipped TFRecords, one split per
     input split) with features config.AUDIO_KEY (float list, 16 kHz mono),
     TRANSCRIPT_KEY, UTTERANCE_ID_KEY (bytes), SPEAKER_ID_KEY, CHAPTER_ID_KEY
-    (int64) and DURATION_KEY (float seconds). Quarantine files and the
+    (int64), DURATION_KEY (float seconds), DURATION_BUCKET_KEY (bytes) and,
+    for the BPE vocabulary, MOONSHINE_BPE_IDS_KEY (int64 list). Quarantine
+    files and the
     ingestion report live next to the splits (see executor.py).
     """
 
@@ -140,7 +150,8 @@ class LibriSpeechExampleGen(FileBasedExampleGen):
             range_config: Optional[Union[range_config_pb2.RangeConfig,
                                          data_types.RuntimeParameter]] = None,
             max_audio_seconds: Optional[float] = None,
-            min_audio_seconds: Optional[float] = None):
+            min_audio_seconds: Optional[float] = None,
+            vocabulary: Optional[str] = None):
         """Constructs a LibriSpeechExampleGen.
 
         Args:
@@ -153,13 +164,19 @@ class LibriSpeechExampleGen(FileBasedExampleGen):
             hash a single split 2:1 into train/eval). To hash-split one input
             split, pass an Output with `partition_feature_name=SPEAKER_ID_KEY`
             so no speaker straddles two splits.
-          custom_config: a dict with max_audio_seconds / min_audio_seconds, or
-            an example_gen_pb2.CustomConfig packing such a Struct.
+          custom_config: a dict with max_audio_seconds / min_audio_seconds /
+            vocabulary, or an example_gen_pb2.CustomConfig packing such a
+            Struct.
           range_config: as FileBasedExampleGen.
           max_audio_seconds: longer audio is quarantined as too_long
             (default config.MAX_AUDIO_SECONDS); overrides custom_config.
           min_audio_seconds: shorter audio is quarantined as too_short
             (default config.MIN_AUDIO_SECONDS); overrides custom_config.
+          vocabulary: config.MOONSHINE_BPE_VOCABULARY also writes each
+            transcript's BPE ids (config.MOONSHINE_BPE_IDS_KEY) for Transform;
+            config.CHARACTER_VOCABULARY (the default) writes nothing extra and
+            is left out of custom_config, so such runs keep their cache.
+            Overrides custom_config.
         """
         values: Dict[str, Any] = {}
         if isinstance(custom_config, example_gen_pb2.CustomConfig):
@@ -167,15 +184,22 @@ class LibriSpeechExampleGen(FileBasedExampleGen):
         elif isinstance(custom_config, Mapping):
             values = dict(custom_config)
         elif custom_config is not None:  # RuntimeParameter: pass through
-            if max_audio_seconds is not None or min_audio_seconds is not None:
-                raise ValueError("max/min_audio_seconds cannot be combined "
-                                 "with a runtime-parameter custom_config")
+            if (max_audio_seconds is not None or min_audio_seconds is not None
+                    or vocabulary is not None):
+                raise ValueError("max/min_audio_seconds and vocabulary cannot "
+                                 "be combined with a runtime-parameter "
+                                 "custom_config")
             values = None
         if values is not None:
             if max_audio_seconds is not None:
                 values[executor.MAX_AUDIO_SECONDS_KEY] = max_audio_seconds
             if min_audio_seconds is not None:
                 values[executor.MIN_AUDIO_SECONDS_KEY] = min_audio_seconds
+            if vocabulary is not None:
+                values[executor.VOCABULARY_KEY] = vocabulary
+            if values.get(executor.VOCABULARY_KEY) == (
+                    config.CHARACTER_VOCABULARY):
+                del values[executor.VOCABULARY_KEY]
             custom_config = make_custom_config(values) if values else None
         super().__init__(
             input_base=input_base,

@@ -26,7 +26,12 @@ input splits (with a hash-partitioned output_config, the one input split).
 Configuration (FileBasedExampleGen's `custom_config`, a google.protobuf.Struct
 packed in example_gen_pb2.CustomConfig; see component.py):
   max_audio_seconds (default config.MAX_AUDIO_SECONDS),
-  min_audio_seconds (default config.MIN_AUDIO_SECONDS).
+  min_audio_seconds (default config.MIN_AUDIO_SECONDS),
+  vocabulary (default config.CHARACTER_VOCABULARY): with
+    config.MOONSHINE_BPE_VOCABULARY every example also gets the transcript's
+    BPE ids (models/bpe.py) as the int64 feature config.MOONSHINE_BPE_IDS_KEY,
+    since BPE merges cannot run in Transform's graph; the character
+    vocabulary needs nothing extra (Transform tokenises it).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from __future__ import annotations
 import collections
 import json
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
+from typing import (Any, Dict, Iterable, Iterator, List, Optional, Tuple,
+                    Union)
 
 from absl import logging
 import apache_beam as beam
@@ -51,13 +57,16 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from components.librispeech_example_gen import layout
+from models import bpe
 from models import config
 
 METRICS_NAMESPACE = "librispeech_example_gen"
 
 MAX_AUDIO_SECONDS_KEY = "max_audio_seconds"
 MIN_AUDIO_SECONDS_KEY = "min_audio_seconds"
-CUSTOM_CONFIG_KEYS = (MAX_AUDIO_SECONDS_KEY, MIN_AUDIO_SECONDS_KEY)
+VOCABULARY_KEY = "vocabulary"
+CUSTOM_CONFIG_KEYS = (MAX_AUDIO_SECONDS_KEY, MIN_AUDIO_SECONDS_KEY,
+                      VOCABULARY_KEY)
 
 QUARANTINE_DIR = "quarantine"  # not Split-*: downstream components ignore it
 REPORT_FILE = "ingestion_report.json"
@@ -96,8 +105,7 @@ def custom_config_to_dict(value: Union[None, str, dict,
     return json_format.MessageToDict(struct)
 
 
-def audio_limits(exec_properties: Dict[str, Any]) -> Tuple[float, float]:
-    """(min_seconds, max_seconds) from the exec properties' custom_config."""
+def _custom_config(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
     custom = custom_config_to_dict(
         exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
     unknown = sorted(set(custom) - set(CUSTOM_CONFIG_KEYS))
@@ -105,6 +113,23 @@ def audio_limits(exec_properties: Dict[str, Any]) -> Tuple[float, float]:
         raise ValueError(
             f"unknown LibriSpeechExampleGen custom_config keys {unknown}; "
             f"known: {list(CUSTOM_CONFIG_KEYS)}")
+    return custom
+
+
+def vocabulary(exec_properties: Dict[str, Any]) -> str:
+    """The vocabulary whose ids the examples carry (custom_config)."""
+    name = _custom_config(exec_properties).get(VOCABULARY_KEY,
+                                               config.CHARACTER_VOCABULARY)
+    if name not in config.VOCABULARY_SIZES:
+        raise ValueError(
+            f"LibriSpeechExampleGen custom_config {VOCABULARY_KEY} {name!r} "
+            f"is none of {sorted(config.VOCABULARY_SIZES)}")
+    return name
+
+
+def audio_limits(exec_properties: Dict[str, Any]) -> Tuple[float, float]:
+    """(min_seconds, max_seconds) from the exec properties' custom_config."""
+    custom = _custom_config(exec_properties)
     max_s = float(custom.get(MAX_AUDIO_SECONDS_KEY, config.MAX_AUDIO_SECONDS))
     min_s = float(custom.get(MIN_AUDIO_SECONDS_KEY, config.MIN_AUDIO_SECONDS))
     if not 0 <= min_s < max_s:
@@ -134,9 +159,10 @@ def _split_name_for_pattern(exec_properties: Dict[str, Any],
 
 
 # --- Examples -----------------------------------------------------------------------
-def make_example(utterance: layout.Utterance,
-                 audio: layout.Audio) -> tf.train.Example:
-    """The raw example: 16 kHz mono float32 audio and its labels."""
+def make_example(utterance: layout.Utterance, audio: layout.Audio,
+                 bpe_ids: Optional[List[int]] = None) -> tf.train.Example:
+    """The raw example: 16 kHz mono float32 audio and its labels, plus the
+    transcript's BPE ids when given."""
     def _bytes(s: str) -> tf.train.Feature:
         return tf.train.Feature(
             bytes_list=tf.train.BytesList(value=[s.encode("utf-8")]))
@@ -144,7 +170,7 @@ def make_example(utterance: layout.Utterance,
     def _int(i: int) -> tf.train.Feature:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))
 
-    return tf.train.Example(features=tf.train.Features(feature={
+    feature = {
         config.AUDIO_KEY: tf.train.Feature(
             float_list=tf.train.FloatList(value=audio.samples.tolist())),
         config.TRANSCRIPT_KEY: _bytes(utterance.transcript),
@@ -156,7 +182,11 @@ def make_example(utterance: layout.Utterance,
         # Categorical, so the Evaluator can slice by it (TFMA slices on values).
         config.DURATION_BUCKET_KEY: _bytes(
             config.duration_bucket(audio.duration)),
-    }))
+    }
+    if bpe_ids is not None:
+        feature[config.MOONSHINE_BPE_IDS_KEY] = tf.train.Feature(
+            int64_list=tf.train.Int64List(value=bpe_ids))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
 # --- Beam pieces ---------------------------------------------------------------------
@@ -197,9 +227,11 @@ class _DecodeDoFn(beam.DoFn):
     Tagged `written`: (resampled, downmixed, seconds) for the report.
     """
 
-    def __init__(self, min_seconds: float, max_seconds: float):
+    def __init__(self, min_seconds: float, max_seconds: float,
+                 vocabulary: str = config.CHARACTER_VOCABULARY):
         self._min_seconds = min_seconds
         self._max_seconds = max_seconds
+        self._bpe = vocabulary == config.MOONSHINE_BPE_VOCABULARY
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
                                                      "written")
         self._resampled = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
@@ -225,7 +257,9 @@ class _DecodeDoFn(beam.DoFn):
         if audio.downmixed:
             self._downmixed.inc()
         self._seconds.update(int(round(audio.duration * 1000)))
-        yield make_example(utterance, audio)
+        bpe_ids = (bpe.encode(utterance.transcript, add_special_tokens=False)
+                   if self._bpe else None)
+        yield make_example(utterance, audio, bpe_ids)
         yield beam.pvalue.TaggedOutput(
             _WRITTEN_TAG, (audio.resampled, audio.downmixed, audio.duration))
 
@@ -320,6 +354,7 @@ def LibriSpeechToExample(  # pylint: disable=invalid-name
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     split = _split_name_for_pattern(exec_properties, split_pattern)
     min_seconds, max_seconds = audio_limits(exec_properties)
+    vocab = vocabulary(exec_properties)
     subset_dirs = layout.find_subset_dirs(input_base, split_pattern)
     logging.info("LibriSpeechExampleGen split %s: subsets %s", split,
                  subset_dirs)
@@ -341,7 +376,8 @@ def LibriSpeechToExample(  # pylint: disable=invalid-name
             _QUARANTINE_TAG, main="utterances"))
     decoded = (
         deduped.utterances
-        | "Decode" >> beam.ParDo(_DecodeDoFn(min_seconds, max_seconds))
+        | "Decode" >> beam.ParDo(_DecodeDoFn(min_seconds, max_seconds,
+                                             vocab))
         .with_output_types(tf.train.Example).with_outputs(_QUARANTINE_TAG, _WRITTEN_TAG, main="examples"))
     quarantined = (
         (scanned[_QUARANTINE_TAG], deduped[_QUARANTINE_TAG],
@@ -393,6 +429,7 @@ class Executor(BaseExampleGenExecutor):
                 f"LibriSpeechExampleGen input splits need distinct patterns, "
                 f"got {patterns}")
         audio_limits(exec_properties)  # fail fast on a bad custom_config
+        vocabulary(exec_properties)
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
         exec_properties = dict(exec_properties)
