@@ -90,7 +90,8 @@ def cmd_run(args) -> int:
         max_audio_seconds=args.max_audio_seconds,
         enable_cache=not args.no_cache, init_from=init_from,
         max_wer_regression=args.max_wer_regression,
-        vocabulary=args.vocabulary, frontend=args.frontend)
+        vocabulary=args.vocabulary, frontend=args.frontend,
+        beam_width=args.beam_width)
     summary = run_summary.finish_run(paths, args.preset,
                                      os.path.abspath(args.data_root), wall)
     print(run_summary.format_summary(summary))
@@ -301,7 +302,7 @@ def cmd_compile_kubeflow(args) -> int:
             wer_upper_bound=args.wer_upper_bound,
             max_audio_seconds=args.max_audio_seconds,
             enable_cache=not args.no_cache, vocabulary=args.vocabulary,
-            frontend=args.frontend)
+            frontend=args.frontend, beam_width=args.beam_width)
     except kubeflow_runner.KubeflowConfigError as e:
         raise CliError(str(e)) from None
     for note in kubeflow_runner.storage_notes(
@@ -319,6 +320,16 @@ def _add_store_args(p) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def _add_model_args(p) -> None:
     from models import config
 
@@ -331,6 +342,11 @@ def _add_model_args(p) -> None:
                    help="the encoder's front end, replacing the preset's "
                    "(log_mel): 'waveform' is the paper's conv stem over raw "
                    "audio, whose weights --init-from imports")
+    p.add_argument("--beam-width", type=_positive_int, metavar="N",
+                   help="beam width of the exported model's decoding, "
+                   "replacing the preset's (demo: "
+                   f"{config.get_preset('demo').decode.beam_width}); 1 is "
+                   "greedy, the fastest")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -162,6 +162,7 @@ def compile_kubeflow(
     enable_cache: bool = True,
     vocabulary: Optional[str] = None,
     frontend: Optional[str] = None,
+    beam_width: Optional[int] = None,
 ) -> str:
     """Compiles the pipeline to `output`; returns its path.
 
@@ -190,7 +191,8 @@ def compile_kubeflow(
         `<pipeline_root>/<pipeline_name>/serving_model`.
       schema_file: the curated schema as the pods see it.
       split_patterns, train_steps, eval_steps, wer_upper_bound,
-      max_audio_seconds, enable_cache, vocabulary, frontend: as for the
+      max_audio_seconds, enable_cache, vocabulary, frontend, beam_width: as
+      for the
       local run.
     """
     # Every option is checked before TFX (seconds to import) is loaded.
@@ -224,7 +226,8 @@ def compile_kubeflow(
         data_root=data_root,
         serving_model_dir=serving_model_dir,
         preset=pipeline_def.with_model_options(
-            config.get_preset(preset_name), vocabulary, frontend),
+            config.get_preset(preset_name), vocabulary, frontend,
+            beam_width),
         metadata_connection_config=None,  # KFP brings its own ML Metadata
         beam_pipeline_args=list(beam_args or DEFAULT_BEAM_ARGS),
         split_patterns=split_patterns,

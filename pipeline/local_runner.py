@@ -57,16 +57,17 @@ def run_local(
     run_fn: str = pipeline_def.RUN_FN,
     vocabulary: Optional[str] = None,
     frontend: Optional[str] = None,
+    beam_width: Optional[int] = None,
 ) -> Tuple[RunPaths, float]:
     """Runs the whole pipeline locally; returns (paths, wall seconds).
 
-    `vocabulary` and `frontend` replace the preset's (see
+    `vocabulary`, `frontend` and `beam_width` replace the preset's (see
     pipeline.with_model_options).
     """
     paths = RunPaths(os.path.abspath(output_dir))
     os.makedirs(paths.output_dir, exist_ok=True)
     preset = pipeline_def.with_model_options(
-        config.get_preset(preset_name), vocabulary, frontend)
+        config.get_preset(preset_name), vocabulary, frontend, beam_width)
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         paths.metadata_path)
     p = pipeline_def.create_pipeline(

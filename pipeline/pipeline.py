@@ -31,16 +31,21 @@ BASELINE_IMPORTER_ID = "baseline_model_importer"
 
 def with_model_options(preset: config.Preset,
                        vocabulary: Optional[str] = None,
-                       frontend: Optional[str] = None) -> config.Preset:
-    """The preset with another vocabulary and/or front end (None keeps the
-    preset's): `run --vocabulary moonshine_bpe --frontend waveform` trains the
-    published model's configuration at any preset's size."""
+                       frontend: Optional[str] = None,
+                       beam_width: Optional[int] = None) -> config.Preset:
+    """The preset with another vocabulary, front end and/or serving beam
+    width (None keeps the preset's): `run --vocabulary moonshine_bpe
+    --frontend waveform` trains the published model's configuration at any
+    preset's size; `--beam-width 1` exports greedy decoding."""
     model = preset.model
     if vocabulary:
         model = model.with_vocabulary(vocabulary)
     if frontend:
         model = dataclasses.replace(model, frontend=frontend)
-    return dataclasses.replace(preset, model=model)
+    decode = preset.decode
+    if beam_width:
+        decode = dataclasses.replace(decode, beam_width=beam_width)
+    return dataclasses.replace(preset, model=model, decode=decode)
 
 
 class DataComponents(NamedTuple):

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from models import config
 from pipeline import cli
 from pipeline import kubeflow_runner as kfr
 
@@ -256,6 +257,22 @@ def test_cli_compiles(tmp_path, capsys):
     assert "baseline_model_importer" in spec.tasks
     trainer_config = json.loads(spec.param("Trainer", "custom_config"))
     assert trainer_config["preset"]["name"] == "tiny"
+
+
+def test_cli_beam_width_reaches_the_exporting_trainer(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    args = ["compile-kubeflow", "--image", IMAGE, "--pipeline-root", ROOT,
+            "--output", str(out), "--preset", "tiny"]
+    assert cli.main(args + ["--beam-width", "2"]) == 0
+    preset = json.loads(Spec(json.loads(out.read_text())).param(
+        "Trainer", "custom_config"))["preset"]
+    assert preset["decode"]["beam_width"] == 2
+    # The training schedule is the preset's: only the export changes.
+    assert preset["train"] == config.preset_to_dict(
+        config.get_preset("tiny"))["train"]
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--beam-width", "0"])
+    assert "not a positive integer" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_minio_pipeline_root(tmp_path, capsys):
