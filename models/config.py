@@ -191,6 +191,10 @@ class ModelConfig:
         return min(self.head_dim, max(self.head_dim // 2, 32))
 
 
+# Keras dtype policies the Trainer accepts (TrainConfig.precision).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Training schedule; steps are optimiser updates."""
@@ -224,6 +228,34 @@ class TrainConfig:
     # Exported weights are an exponential moving average of the trained ones
     # (as ESPnet and icefall average checkpoints); 0 exports the last step.
     ema_momentum: float = 0.0
+    # Batches hold at most this many seconds of audio (padding included), so
+    # a bucket of short clips gets more of them than one of long clips, as
+    # Lhotse's and ESPnet's duration batching do; 0 batches batch_size
+    # utterances whatever their length.
+    batch_seconds: float = 0.0
+    # 'auto': mixed_bfloat16 on GPUs that have it (compute capability 8.0+),
+    # mixed_float16 with loss scaling on older ones, float32 on CPU; or one
+    # of PRECISIONS to force it. Weights and the exported model stay float32.
+    precision: str = "auto"
+    # XLA-compiled train step: None compiles it when a GPU is present.
+    jit_compile: Optional[bool] = None
+    # Back up the training state every N optimiser steps as well as at each
+    # epoch end (0: epoch ends only); a re-run resumes from the newest.
+    checkpoint_every_steps: int = 0
+    # Stop when the validation loss has not improved for this many epochs
+    # (0: train the whole schedule).
+    early_stopping_patience: int = 0
+
+    def __post_init__(self):
+        if self.precision not in ("auto",) + PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}; choose 'auto' or one "
+                f"of {list(PRECISIONS)}")
+        for name in ("batch_seconds", "checkpoint_every_steps",
+                     "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got "
+                                 f"{getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +314,8 @@ PRESETS: Dict[str, Preset] = {
                     dec_layers=2, dropout=0.1),
         # Voices and augmentation, not model size, are what the synthetic
         # corpus rewards (see README, "Training quality"); 36 epochs of its
-        # 92 training voices fit in ~19 minutes on 2 cores.
+        # 92 training voices took 21 minutes on 2 cores, `make demo` 27 in
+        # all (2026-12-01).
         TrainConfig(batch_size=16, epochs=36, warmup_steps=300,
                     max_lr=2e-3, time_stretch=0.1, freq_warp=0.1,
                     ema_momentum=0.998),

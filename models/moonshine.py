@@ -121,7 +121,9 @@ def rotary_angles(positions, rotary_dim: int, base: float) -> Rotary:
 
 def apply_rotary(x: tf.Tensor, rotary: Rotary) -> tf.Tensor:
     """Rotates interleaved pairs of x[..., :rotary_dim]; x is [B, H, T, D]."""
-    cos, sin = rotary
+    # Angles are float32 whatever the compute dtype (positions past 256 are
+    # not exact in bfloat16); only the rotation runs in x's dtype.
+    cos, sin = (tf.cast(r, x.dtype) for r in rotary)
     rot = cos.shape[-1]
     x_rot, x_pass = x[..., :rot], x[..., rot:]
     pairs = tf.reshape(x_rot, tf.concat([tf.shape(x_rot)[:-1], [rot // 2, 2]], 0))
@@ -166,10 +168,14 @@ class Attention(keras.layers.Layer):
 
     def attend(self, q, k, v, attention_mask=None):
         """attention_mask: bool, broadcastable to [B, H, Tq, Tk]."""
-        scores = tf.matmul(q, k, transpose_b=True) * (self.head_dim ** -0.5)
+        # Softmax in float32 under mixed precision: _MASKED overflows
+        # float16, and bfloat16 sums of many small weights lose mass.
+        scores = tf.cast(tf.matmul(q, k, transpose_b=True),
+                         tf.float32) * (self.head_dim ** -0.5)
         if attention_mask is not None:
             scores = tf.where(attention_mask, scores, _MASKED)
-        x = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [B, H, Tq, D]
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
+        x = tf.matmul(weights, v)  # [B, H, Tq, D]
         x = tf.transpose(x, [0, 2, 1, 3])
         b, t = tf.shape(x)[0], tf.shape(x)[1]
         return self.o_proj(tf.reshape(
@@ -318,12 +324,17 @@ class MaskedGroupNorm(keras.layers.Layer):
 
     @_no_autograph
     def call(self, x, valid):
+        # Statistics over thousands of frames need float32 under mixed
+        # precision, as Keras' own normalisation layers do.
+        compute_dtype, x = x.dtype, tf.cast(x, tf.float32)
         m = tf.cast(valid, x.dtype)[..., None]  # [B, T, 1]
         count = tf.maximum(tf.reduce_sum(m, [1, 2], keepdims=True)
                            * tf.cast(tf.shape(x)[-1], x.dtype), 1.0)
         mean = tf.reduce_sum(x * m, [1, 2], keepdims=True) / count
         var = tf.reduce_sum(tf.square((x - mean) * m), [1, 2], keepdims=True) / count
-        return (x - mean) * tf.math.rsqrt(var + NORM_EPSILON) * self.gamma + self.beta
+        x = (x - mean) * tf.math.rsqrt(var + NORM_EPSILON)
+        return tf.cast(x * tf.cast(self.gamma, x.dtype)
+                       + tf.cast(self.beta, x.dtype), compute_dtype)
 
 
 class WaveformFrontend(keras.layers.Layer):
@@ -394,7 +405,11 @@ class Decoder(keras.layers.Layer):
         self.norm = _layer_norm("final_norm")
 
     def _logits(self, x):
-        return tf.matmul(self.norm(x), self.embedding.embeddings, transpose_b=True)
+        x = self.norm(x)
+        # The tied table is a float32 variable; under mixed precision the
+        # matmul runs in the compute dtype (the Trainer casts logits back).
+        return tf.matmul(x, tf.cast(self.embedding.embeddings, x.dtype),
+                         transpose_b=True)
 
     def _rotary(self, positions):
         return rotary_angles(positions, self.config.rotary_dim,

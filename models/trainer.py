@@ -8,12 +8,13 @@ Moonshine encoder-decoder.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
 import math
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -31,6 +32,8 @@ from models import weights
 BUCKET_RATIO = 1.1
 MIN_BUCKET_SECONDS = 1.0
 SHUFFLE_BUFFER = 2048
+# Token sequences pad to a multiple of this under static_shapes (XLA).
+TOKEN_PAD_MULTIPLE = 16
 LOSS_CURVE_FILE = "loss_curve.png"
 HISTORY_FILE = "history.json"
 
@@ -79,26 +82,81 @@ def bucket_boundaries(max_seconds: float = config.MAX_AUDIO_SECONDS,
     return edges
 
 
+def bucket_batch_sizes(boundaries: List[int], batch_size: int,
+                       batch_seconds: float = 0.0,
+                       per_second: float = lengths_per_second(),
+                       max_seconds: float = config.MAX_AUDIO_SECONDS
+                       ) -> List[int]:
+    """Utterances per batch for each bucket: batch_size, or as many as fit
+    in batch_seconds of padded audio (at least one)."""
+    if not batch_seconds:
+        return [batch_size] * (len(boundaries) + 1)
+    # A bucket's batch pads to its longest member, below its upper edge.
+    uppers = [b / per_second for b in boundaries] + [max_seconds]
+    return [max(1, int(batch_seconds // upper)) for upper in uppers]
+
+
+def count_batches(lengths: List[int], boundaries: List[int],
+                  batch_sizes: List[int]) -> int:
+    """Full batches one pass of utterances of these lengths fills when
+    bucketed (training repeats the data before bucketing, so no batch is
+    partial): len(lengths) / batch_size when every bucket has that size."""
+    counts = [0] * len(batch_sizes)
+    for n in lengths:
+        counts[bisect.bisect_right(boundaries, n)] += 1
+    return math.ceil(round(sum(c / size for c, size in zip(counts, batch_sizes)), 6))
+
+
 def batch_by_length(ds: tf.data.Dataset, batch_size: int,
-                    n_mels: int, frontend: str = "log_mel"
+                    n_mels: int, frontend: str = "log_mel",
+                    batch_seconds: float = 0.0,
+                    static_shapes: bool = False,
+                    max_seconds: float = config.MAX_AUDIO_SECONDS
                     ) -> tf.data.Dataset:
-    """Padded batches of utterances of similar length (bucketed)."""
-    boundaries = bucket_boundaries(per_second=lengths_per_second(frontend))
+    """Padded batches of utterances of similar length (bucketed).
+
+    static_shapes pads each batch to its bucket's upper edge and the tokens
+    to a multiple of TOKEN_PAD_MULTIPLE, so an XLA-compiled step sees a few
+    dozen shapes instead of one per batch; max_seconds is then the longest
+    utterance ingestion let through (the last bucket's edge).
+    """
+    per_second = lengths_per_second(frontend)
+    boundaries = bucket_boundaries(per_second=per_second)
+    sizes = bucket_batch_sizes(boundaries, batch_size, batch_seconds,
+                               per_second, max_seconds)
+    if static_shapes:
+        boundaries = boundaries + [int(max_seconds * per_second) + 1]
+        sizes = sizes + sizes[-1:]
     feature_shape = [None] if frontend == "waveform" else [None, n_mels]
-    return ds.bucket_by_sequence_length(
+    ds = ds.bucket_by_sequence_length(
         element_length_func=lambda x, y: x["lengths"],
         bucket_boundaries=boundaries,
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        bucket_batch_sizes=sizes,
         padded_shapes=({"features": feature_shape, "lengths": [],
                         "tokens": [None]}, [None]),
         padding_values=({"features": 0.0, "lengths": 0,
                          "tokens": config.PAD_ID}, config.PAD_ID),
+        pad_to_bucket_boundary=static_shapes,
         drop_remainder=False)
+    return ds.map(_pad_tokens) if static_shapes else ds
+
+
+def _pad_tokens(inputs, targets):
+    """Tokens and targets padded with PAD to a multiple of
+    TOKEN_PAD_MULTIPLE (masked out of every loss)."""
+    length = tf.shape(targets)[1]
+    pad = [[0, 0], [0, -length % TOKEN_PAD_MULTIPLE]]
+    inputs = dict(inputs, tokens=tf.pad(inputs["tokens"], pad,
+                                        constant_values=config.PAD_ID))
+    return inputs, tf.pad(targets, pad, constant_values=config.PAD_ID)
 
 
 def make_dataset(file_patterns: List[str], tf_transform_output,
                  preset: config.Preset, training: bool,
-                 batch_size: Optional[int] = None) -> tf.data.Dataset:
+                 batch_size: Optional[int] = None,
+                 static_shapes: bool = False,
+                 max_seconds: float = config.MAX_AUDIO_SECONDS
+                 ) -> tf.data.Dataset:
     """Bucketed, padded batches of (model inputs, target tokens).
 
     Training data repeats before bucketing so that no bucket is flushed half
@@ -116,7 +174,9 @@ def make_dataset(file_patterns: List[str], tf_transform_output,
     model = preset.model
     ds = ds.map(_parse(spec, model.n_mels, model.frontend),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = batch_by_length(ds, batch_size, model.n_mels, model.frontend)
+    ds = batch_by_length(ds, batch_size, model.n_mels, model.frontend,
+                         preset.train.batch_seconds, static_shapes,
+                         max_seconds)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -265,8 +325,10 @@ class Seq2SeqTrainer(keras.Model):
             features = spec_augment(features, lengths, self.train_config)
         encoded, encoded_lengths = self.moonshine.encode(
             features, lengths, training=training)
-        logits = self.moonshine.decode(inputs["tokens"], encoded,
-                                       encoded_lengths, training=training)
+        # Losses in float32 whatever the compute dtype (mixed precision).
+        logits = tf.cast(self.moonshine.decode(
+            inputs["tokens"], encoded, encoded_lengths, training=training),
+            tf.float32)
         mask = tf.cast(tf.not_equal(targets, config.PAD_ID), tf.float32)
         n_tokens = tf.maximum(tf.reduce_sum(mask), 1.0)
         one_hot = tf.one_hot(targets, self.vocab_size)
@@ -286,7 +348,7 @@ class Seq2SeqTrainer(keras.Model):
                               config.PAD_ID, targets)
             label_lengths = tf.reduce_sum(
                 tf.cast(tf.not_equal(labels, config.PAD_ID), tf.int32), -1)
-            ctc_logits = self.ctc_head(encoded)
+            ctc_logits = tf.cast(self.ctc_head(encoded), tf.float32)
             per_example = tf.nn.ctc_loss(
                 labels=labels, logits=ctc_logits, label_length=label_lengths,
                 logit_length=encoded_lengths, logits_time_major=False,
@@ -313,7 +375,13 @@ class Seq2SeqTrainer(keras.Model):
         with tf.GradientTape() as tape:
             loss, ce, ctc, accuracy = self._compute_losses(inputs, targets, True)
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            loss_scaling = isinstance(self.optimizer,
+                                      keras.mixed_precision.LossScaleOptimizer)
+            if loss_scaling:  # float16: keep small gradients representable
+                scaled = self.optimizer.get_scaled_loss(scaled)
         grads = tape.gradient(scaled, self.trainable_variables)
+        if loss_scaling:
+            grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._track(loss, ce, ctc, accuracy)
 
@@ -335,17 +403,96 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "or lower max_lr")
 
 
-def _count_examples(file_patterns: List[str]) -> int:
-    files = [f for p in file_patterns for f in tf.io.gfile.glob(p)]
-    return sum(1 for _ in tf.data.TFRecordDataset(files,
-                                                  compression_type="GZIP"))
+class StepAndEpochBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that, given save_freq=N steps, also backs up at each
+    epoch end, so a kill loses at most N steps and never a finished epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            # The saved batch is the epoch's last: a resume starts the next.
+            self._batches_count = 0
+            self._backup(epoch=epoch)
+
+
+def _example_lengths(file_patterns: List[str], tf_transform_output,
+                     frontend: str) -> List[int]:
+    """Each transformed example's input length (frames or samples), read
+    without decoding its features."""
+    files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
+    key = (config.NUM_SAMPLES_KEY if frontend == "waveform"
+           else config.NUM_FRAMES_KEY)
+    spec = {key: tf_transform_output.transformed_feature_spec()[key]}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
+        lambda x: tf.reshape(tf.io.parse_single_example(x, spec)[key], [-1]))
+    return [int(n[0]) for n in ds.as_numpy_iterator()]
+
+
+def strategy_kind(tf_config: Optional[str], n_gpus: int) -> str:
+    """'multi_worker' when TF_CONFIG names several workers (the TFX Trainer
+    on Vertex AI or a TFJob sets it per replica), 'mirrored' over several
+    local GPUs, else 'default'."""
+    cluster = json.loads(tf_config or "{}").get("cluster", {})
+    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
+        return "multi_worker"
+    return "mirrored" if n_gpus > 1 else "default"
+
+
+def is_chief(tf_config: Optional[str]) -> bool:
+    """Whether this replica writes the model (the chief, or worker 0 of a
+    cluster without one); every other replica exports to a scratch dir."""
+    parsed = json.loads(tf_config or "{}")
+    task = parsed.get("task", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return (task.get("type") == "worker" and int(task.get("index", 0)) == 0
+            and "chief" not in parsed.get("cluster", {}))
 
 
 def _strategy() -> tf.distribute.Strategy:
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
+    kind = strategy_kind(os.environ.get("TF_CONFIG"),
+                         len(tf.config.list_physical_devices("GPU")))
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def gpu_capabilities() -> List[Tuple[int, int]]:
+    """CUDA compute capability of each local GPU ([] on a CPU host)."""
+    return [tuple(tf.config.experimental.get_device_details(g).get(
+        "compute_capability", (0, 0)))
+        for g in tf.config.list_physical_devices("GPU")]
+
+
+def resolve_precision(train_config: config.TrainConfig,
+                      capabilities: Optional[List[Tuple[int, int]]] = None
+                      ) -> str:
+    """The Keras dtype policy TrainConfig.precision asks for on this host
+    (capabilities: gpu_capabilities(), by default queried)."""
+    if train_config.precision != "auto":
+        return train_config.precision
+    if capabilities is None:
+        capabilities = gpu_capabilities()
+    if not capabilities:
+        return "float32"
+    # bfloat16 needs Ampere (8.0) or newer, and no loss scaling.
+    return ("mixed_bfloat16" if min(capabilities) >= (8, 0)
+            else "mixed_float16")
+
+
+def resolve_jit_compile(train_config: config.TrainConfig,
+                        capabilities: Optional[List[Tuple[int, int]]] = None
+                        ) -> bool:
+    """TrainConfig.jit_compile, or XLA exactly when there is a GPU."""
+    if train_config.jit_compile is not None:
+        return train_config.jit_compile
+    if capabilities is None:
+        capabilities = gpu_capabilities()
+    return bool(capabilities)
 
 
 def save_loss_curve(history: Dict[str, List[float]], path: str) -> None:
@@ -385,23 +532,52 @@ def build_trainer(preset: config.Preset, total_steps: int,
     state in full when a run resumes, and logs the real parameter count.
     """
     train_cfg = preset.train
-    with (strategy or _strategy()).scope():
-        trainer = Seq2SeqTrainer(preset.model, train_cfg)
-        schedule = WarmupCosine(train_cfg.max_lr, train_cfg.warmup_steps,
-                                total_steps, train_cfg.min_lr_ratio)
-        trainer.compile(optimizer=keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=train_cfg.weight_decay,
-            global_clipnorm=train_cfg.clip_norm,
-            # fit() swaps the average in when training ends.
-            use_ema=train_cfg.ema_momentum > 0,
-            ema_momentum=train_cfg.ema_momentum or 0.99))
-        # Moonshine creates its weights when constructed; the CTC head and
-        # the optimiser slots are created here.
-        trainer.ctc_head.build([None, preset.model.dim])
-        trainer.optimizer.build(trainer.trainable_variables)
-    logging.info("%s: %d trainable parameters (%d in the exported model)",
-                 preset.name, _n_params(trainer), _n_params(trainer.moonshine))
+    precision = resolve_precision(train_cfg)
+    jit_compile = resolve_jit_compile(train_cfg)
+    previous_policy = keras.mixed_precision.global_policy()
+    # Layers take the policy when they are built: set it for the build only.
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        with (strategy or _strategy()).scope():
+            trainer = Seq2SeqTrainer(preset.model, train_cfg)
+            schedule = WarmupCosine(train_cfg.max_lr, train_cfg.warmup_steps,
+                                    total_steps, train_cfg.min_lr_ratio)
+            optimizer = keras.optimizers.AdamW(
+                learning_rate=schedule, weight_decay=train_cfg.weight_decay,
+                global_clipnorm=train_cfg.clip_norm,
+                # fit() swaps the average in when training ends.
+                use_ema=train_cfg.ema_momentum > 0,
+                ema_momentum=train_cfg.ema_momentum or 0.99)
+            if precision == "mixed_float16":
+                optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+            trainer.compile(optimizer=optimizer, jit_compile=jit_compile)
+            # Moonshine creates its weights when constructed; the CTC head
+            # and the optimiser slots are created here.
+            trainer.ctc_head.build([None, preset.model.dim])
+            trainer.optimizer.build(trainer.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    logging.info("%s: %d trainable parameters (%d in the exported model), "
+                 "%s, XLA %s", preset.name, _n_params(trainer),
+                 _n_params(trainer.moonshine), precision,
+                 "on" if jit_compile else "off")
     return trainer
+
+
+def float32_model(model: moonshine.Moonshine) -> moonshine.Moonshine:
+    """The model itself if it computes in float32, else a float32 copy with
+    its weights (variables are float32 under mixed precision too): the
+    serving graph runs in float32 on any device."""
+    if model.compute_dtype == "float32":
+        return model
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = moonshine.Moonshine(model.model_config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _n_params(model: keras.Model) -> int:
@@ -429,13 +605,22 @@ def fit(trainer: Seq2SeqTrainer, train_ds: tf.data.Dataset,
         steps_per_epoch: int, backup_dir: str, log_dir: Optional[str] = None,
         eval_steps: Optional[int] = None,
         callbacks: Optional[List[keras.callbacks.Callback]] = None,
-        save_freq="epoch") -> Dict[str, List[float]]:
-    """Trains for total_steps, resuming from backup_dir if a backup is there."""
+        checkpoint_every_steps: int = 0,
+        early_stopping_patience: int = 0) -> Dict[str, List[float]]:
+    """Trains for total_steps, resuming from backup_dir if a backup is there.
+
+    The training state (weights, optimiser, step) is backed up at each epoch
+    end and, with checkpoint_every_steps, every that many steps.
+    """
     epochs = max(1, math.ceil(total_steps / steps_per_epoch))
     all_callbacks = [
         StopOnNonFiniteLoss(),
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq),
+        StepAndEpochBackup(backup_dir,
+                           save_freq=checkpoint_every_steps or "epoch"),
     ]
+    if early_stopping_patience and eval_ds is not None:
+        all_callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=early_stopping_patience, verbose=1))
     if log_dir:
         all_callbacks.append(
             keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
@@ -448,26 +633,43 @@ def fit(trainer: Seq2SeqTrainer, train_ds: tf.data.Dataset,
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
+    # MultiWorkerMirroredStrategy must exist before any other TF op runs.
+    strategy = _strategy()
     custom_config = fn_args.custom_config or {}
     preset = resolve_preset(custom_config)
     train_cfg = preset.train
     keras.utils.set_random_seed(train_cfg.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
+    # XLA compiles once per input shape: give it a few dozen, not hundreds.
+    static_shapes = resolve_jit_compile(train_cfg)
+    max_seconds = float(custom_config.get("max_audio_seconds",
+                                          config.MAX_AUDIO_SECONDS))
     train_ds = make_dataset(fn_args.train_files, tf_transform_output, preset,
-                            training=True)
+                            training=True, static_shapes=static_shapes,
+                            max_seconds=max_seconds)
     eval_ds = make_dataset(fn_args.eval_files, tf_transform_output, preset,
-                           training=False)
-    n_train = _count_examples(fn_args.train_files)
-    steps_per_epoch = max(1, math.ceil(n_train / train_cfg.batch_size))
+                           training=False, static_shapes=static_shapes,
+                           max_seconds=max_seconds)
+    lengths = _example_lengths(fn_args.train_files, tf_transform_output,
+                               preset.model.frontend)
+    per_second = lengths_per_second(preset.model.frontend)
+    boundaries = bucket_boundaries(max_seconds, per_second)
+    # An epoch is one pass's worth of bucketed batches (the data repeats).
+    steps_per_epoch = max(1, count_batches(
+        lengths, boundaries,
+        bucket_batch_sizes(boundaries, train_cfg.batch_size,
+                           train_cfg.batch_seconds, per_second, max_seconds)))
     total_steps = fn_args.train_steps or train_cfg.train_steps or (
         steps_per_epoch * train_cfg.epochs)
     steps_per_epoch = min(steps_per_epoch, total_steps)
     eval_steps = fn_args.eval_steps or train_cfg.eval_steps or None
-    logging.info("training %s: %d examples, %d steps of %d per epoch",
-                 preset.name, n_train, total_steps, steps_per_epoch)
+    logging.info("training %s: %d examples (%.2f h), %d steps of %d per "
+                 "epoch", preset.name, len(lengths),
+                 sum(lengths) / per_second / 3600, total_steps,
+                 steps_per_epoch)
 
-    trainer = build_trainer(preset, total_steps)
+    trainer = build_trainer(preset, total_steps, strategy)
     # Fine-tuning starts from imported weights; a resumed backup overrides.
     weights.load_initial_weights(trainer.moonshine,
                                  custom_config.get("init_from"))
@@ -478,14 +680,21 @@ def run_fn(fn_args) -> None:
         backup_base, preset,
         list(fn_args.train_files) + [fn_args.transform_output])
     hist = fit(trainer, train_ds, eval_ds, total_steps, steps_per_epoch,
-               backup_dir, log_dir=run_dir, eval_steps=eval_steps)
+               backup_dir, log_dir=run_dir, eval_steps=eval_steps,
+               checkpoint_every_steps=train_cfg.checkpoint_every_steps,
+               early_stopping_patience=train_cfg.early_stopping_patience)
 
-    serving.export_serving_model(trainer.moonshine, tf_transform_output,
-                                 preset, fn_args.serving_model_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.serving_model_dir,
+    serving_model_dir = fn_args.serving_model_dir
+    if not is_chief(os.environ.get("TF_CONFIG")):
+        # Every replica must run the export (it is collective); only the
+        # chief's lands where the Trainer's output artifact points.
+        serving_model_dir = os.path.join(run_dir, "non_chief_export")
+    serving.export_serving_model(float32_model(trainer.moonshine),
+                                 tf_transform_output, preset,
+                                 serving_model_dir)
+    with tf.io.gfile.GFile(os.path.join(serving_model_dir,
                                         HISTORY_FILE), "w") as f:
         json.dump({"preset": preset.name, "steps": total_steps,
                    "epochs": len(hist.get("loss", [])), "history": hist},
                   f, indent=2)
-    save_loss_curve(hist, os.path.join(fn_args.serving_model_dir,
-                                       LOSS_CURVE_FILE))
+    save_loss_curve(hist, os.path.join(serving_model_dir, LOSS_CURVE_FILE))

@@ -164,8 +164,11 @@ def create_pipeline(
         custom_config={"preset": config.preset_to_dict(preset),
                        "backup_dir": os.path.join(pipeline_root, "Trainer",
                                                   "backup"),
-                       # Only when set, so runs without it keep their cache.
-                       **({"init_from": init_from} if init_from else {})})
+                       # Only when set, so runs without them keep their cache.
+                       **({"init_from": init_from} if init_from else {}),
+                       **({"max_audio_seconds": max_audio_seconds}
+                          if max_audio_seconds != config.MAX_AUDIO_SECONDS
+                          else {})})
 
     components = [example_gen, statistics_gen, schema_gen, example_validator,
                   transform, trainer]

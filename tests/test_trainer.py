@@ -6,6 +6,7 @@ and NaN handling run the real `fit` on a small model.
 
 import dataclasses
 import glob
+import json
 import os
 
 import numpy as np
@@ -91,6 +92,113 @@ def test_bucket_boundaries_cover_the_longest_allowed_utterance():
         config.MAX_AUDIO_SECONDS / config.HOP_SECONDS)
     ratios = np.array(edges[1:]) / np.array(edges[:-1])
     assert np.all(ratios < trainer.BUCKET_RATIO + 0.02)
+
+
+def test_batch_seconds_sizes_batches_by_audio_not_by_count():
+    frame_counts = _corpus_frame_counts()
+    seconds = 40.0
+    ds = _length_only_dataset(frame_counts, seed=0)
+    sizes, padded_seconds = [], []
+    for inputs, _ in trainer.batch_by_length(ds, 16, N_MELS,
+                                             batch_seconds=seconds):
+        rows, frames = inputs["features"].shape[:2]
+        sizes.append((rows, frames))
+        padded_seconds.append(rows * frames * config.HOP_SECONDS)
+    assert sum(rows for rows, _ in sizes) == len(frame_counts)
+    # No batch holds more padded audio than asked; full batches of short
+    # clips hold more clips than full batches of long ones.
+    assert max(padded_seconds) <= seconds
+    by_length = sorted(sizes, key=lambda s: s[1])
+    assert by_length[0][0] > by_length[-1][0]
+    # An epoch counts the batches one pass of the data fills.
+    edges = trainer.bucket_boundaries()
+    per_bucket = trainer.bucket_batch_sizes(edges, 16, seconds)
+    assert per_bucket[0] == int(seconds // (edges[0] * config.HOP_SECONDS))
+    n = trainer.count_batches(frame_counts, edges, per_bucket)
+    assert len(sizes) - len(edges) - 1 <= n <= len(sizes)
+    # Sized by count, an epoch is the examples over the batch size.
+    assert trainer.count_batches(
+        frame_counts, edges, trainer.bucket_batch_sizes(edges, 16)) == \
+        -(-len(frame_counts) // 16)
+
+
+def test_static_shapes_pad_to_bucket_edges_and_token_multiples():
+    frame_counts = _corpus_frame_counts("dev")
+    rng = np.random.default_rng(0)
+    n_tokens = rng.integers(5, 60, len(frame_counts))
+
+    def gen():
+        for n, t in zip(frame_counts, n_tokens):
+            yield ({"features": np.ones([n, N_MELS], np.float32),
+                    "lengths": np.int32(n),
+                    "tokens": np.ones([t], np.int32)},
+                   np.ones([t], np.int32))
+    spec = ({"features": tf.TensorSpec([None, N_MELS], tf.float32),
+             "lengths": tf.TensorSpec([], tf.int32),
+             "tokens": tf.TensorSpec([None], tf.int32)},
+            tf.TensorSpec([None], tf.int32))
+    ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
+    edges = trainer.bucket_boundaries() + [
+        int(config.MAX_AUDIO_SECONDS / config.HOP_SECONDS) + 1]
+    frames_seen, shapes = [], set()
+    for inputs, targets in trainer.batch_by_length(ds, 8, N_MELS,
+                                                   static_shapes=True):
+        frames = inputs["features"].shape[1]
+        assert frames + 1 in edges
+        assert inputs["tokens"].shape[1] % trainer.TOKEN_PAD_MULTIPLE == 0
+        assert inputs["tokens"].shape == targets.shape
+        # Padding is PAD, which every loss masks out.
+        real = tf.reduce_sum(tf.cast(targets != config.PAD_ID, tf.int32))
+        assert int(real) == int(tf.reduce_sum(tf.cast(
+            inputs["tokens"] != config.PAD_ID, tf.int32)))
+        shapes.add((frames, inputs["tokens"].shape[1]))
+        frames_seen += list(inputs["lengths"].numpy())
+    assert sorted(frames_seen) == sorted(frame_counts)
+    # Dynamic shapes would give about one shape per batch.
+    assert len(shapes) <= len(edges) * 4
+
+
+class _TransformOutput:
+    """What make_dataset reads of a tft.TFTransformOutput."""
+
+    def transformed_feature_spec(self):
+        return {config.LOG_MEL_KEY: tf.io.VarLenFeature(tf.float32),
+                config.NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64),
+                config.TOKENS_KEY: tf.io.VarLenFeature(tf.int64)}
+
+
+def _write_transformed(path, frame_counts, seed=0):
+    rng = np.random.default_rng(seed)
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for i, n in enumerate(frame_counts):
+            feature = {
+                config.LOG_MEL_KEY: tf.train.Feature(float_list=tf.train.FloatList(
+                    value=rng.standard_normal(n * N_MELS))),
+                config.NUM_FRAMES_KEY: tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[n])),
+                config.TOKENS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[config.SOS_ID, 3 + i % 20, config.EOS_ID]))}
+            writer.write(tf.train.Example(features=tf.train.Features(
+                feature=feature)).SerializeToString())
+
+
+def test_training_order_is_deterministic_under_the_seed(tmp_path):
+    frame_counts = _corpus_frame_counts("dev")[:60]
+    path = str(tmp_path / "train.gz")
+    _write_transformed(path, frame_counts)
+    preset = _tiny_preset()
+
+    def first_batches(p, n=6):
+        ds = trainer.make_dataset([path], _TransformOutput(), p, training=True)
+        return [inputs["lengths"].numpy().tolist()
+                for inputs, _ in ds.take(n)]
+    once = first_batches(preset)
+    assert once == first_batches(preset)
+    assert once != first_batches(_tiny_preset(seed=7))
+    # The lengths make_dataset's epoch size is computed from.
+    assert trainer._example_lengths([path], _TransformOutput(),
+                                    "log_mel") == frame_counts
 
 
 # --- Augmentation ---------------------------------------------------------------
@@ -282,6 +390,127 @@ def test_ema_exports_the_moving_average_of_the_weights(tmp_path):
              for f, w, i in zip(final, last.weights, initial)
              if np.abs(w - i).sum() > 0]
     assert moved and 0.0 < np.median(moved) < 1.0
+
+
+def _kill_then_resume(backup, kill_after, steps_per_epoch, total, **fit_args):
+    """Trains until killed after step kill_after, then re-runs the same job:
+    (the re-run's step counter when it began, its history, its trainer)."""
+    keras.utils.set_random_seed(0)
+    preset = _tiny_preset()
+    ds = _synthetic_dataset(preset, 5)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(trainer.build_trainer(preset, total), ds, None, total,
+                    steps_per_epoch, backup, callbacks=[_CrashAfter(kill_after)],
+                    **fit_args)
+    rerun, recorder = trainer.build_trainer(preset, total), _RecordOptimizer()
+    history = trainer.fit(rerun, ds, None, total, steps_per_epoch, backup,
+                          callbacks=[recorder], **fit_args)
+    return int(recorder.at_begin[0]), history, rerun
+
+
+def test_step_checkpoints_resume_inside_an_epoch(tmp_path):
+    # Backups every 2 steps and at epoch ends (3 steps): 2, 3, 5, 6. Killed
+    # after step 7, before its next backup: the re-run resumes at the epoch-2
+    # backup and runs epoch 3 in full.
+    resumed_at, history, rerun = _kill_then_resume(
+        str(tmp_path / "a"), 7, 3, 9, checkpoint_every_steps=2)
+    assert resumed_at == 6
+    assert len(history["loss"]) == 1
+    assert int(rerun.optimizer.iterations.numpy()) == 9
+    # Killed right after the step-5 backup, mid-epoch: the re-run starts at
+    # step 5 and finishes that epoch before the next.
+    resumed_at, history, rerun = _kill_then_resume(
+        str(tmp_path / "b"), 5, 3, 9, checkpoint_every_steps=2)
+    assert resumed_at == 5
+    assert len(history["loss"]) == 2
+    assert int(rerun.optimizer.iterations.numpy()) == 9
+
+
+def test_early_stopping_ends_training_when_validation_loss_stalls(tmp_path):
+    keras.utils.set_random_seed(0)
+    # A zero learning rate: the validation loss cannot improve after epoch 1.
+    preset = _tiny_preset(max_lr=0.0)
+    model = trainer.build_trainer(preset, 30)
+    ds = _synthetic_dataset(preset, 3)
+    history = trainer.fit(model, ds, ds.take(2), 30, 3,
+                          str(tmp_path / "backup"), eval_steps=2,
+                          early_stopping_patience=2)
+    assert len(history["val_loss"]) == 3  # the best epoch + patience
+    assert int(model.optimizer.iterations.numpy()) == 9
+
+
+# --- Precision, XLA and distribution ---------------------------------------------
+
+def test_precision_and_xla_follow_the_hardware():
+    auto = config.TrainConfig()
+    assert trainer.resolve_precision(auto, []) == "float32"
+    assert trainer.resolve_precision(auto, [(8, 0), (9, 0)]) == "mixed_bfloat16"
+    assert trainer.resolve_precision(auto, [(7, 5)]) == "mixed_float16"
+    forced = config.TrainConfig(precision="mixed_bfloat16", jit_compile=False)
+    assert trainer.resolve_precision(forced, []) == "mixed_bfloat16"
+    assert not trainer.resolve_jit_compile(auto, [])
+    assert trainer.resolve_jit_compile(auto, [(8, 0)])
+    assert not trainer.resolve_jit_compile(forced, [(8, 0)])
+    # This CI machine has no GPU: float32, no XLA.
+    assert trainer.resolve_precision(auto) == "float32"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        config.TrainConfig(precision="fp8")
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_and_exports_a_float32_model(tmp_path,
+                                                             precision):
+    keras.utils.set_random_seed(0)
+    preset = _tiny_preset(precision=precision, ema_momentum=0.9)
+    model = trainer.build_trainer(preset, 4)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert model.moonshine.compute_dtype == precision.split("_")[1]
+    assert all(v.dtype == tf.float32 for v in model.moonshine.variables)
+    assert isinstance(model.optimizer,
+                      keras.mixed_precision.LossScaleOptimizer) == (
+        precision == "mixed_float16")
+    history = trainer.fit(model, _synthetic_dataset(preset, 2), None, 4, 2,
+                          str(tmp_path / "backup"))
+    assert all(np.isfinite(history["loss"]))
+    assert int(model.optimizer.iterations.numpy()) == 4
+
+    exported = trainer.float32_model(model.moonshine)
+    assert exported.compute_dtype == "float32"
+    for a, b in zip(exported.get_weights(), model.moonshine.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    inputs, _ = next(iter(_synthetic_dataset(preset, 1)))
+    full = exported(inputs)
+    half = model.moonshine(inputs)
+    assert full.dtype == tf.float32
+    # Same weights, lower-precision arithmetic: close, not equal.
+    np.testing.assert_allclose(full, tf.cast(half, tf.float32), atol=0.25)
+
+
+def test_an_xla_compiled_train_step_trains_on_static_shapes(tmp_path):
+    keras.utils.set_random_seed(0)
+    preset = _tiny_preset(jit_compile=True)
+    model = trainer.build_trainer(preset, 4)
+    assert model._jit_compile
+    history = trainer.fit(model, _synthetic_dataset(preset, 2), None, 4, 2,
+                          str(tmp_path / "backup"))
+    assert all(np.isfinite(history["loss"]))
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_strategy_follows_tf_config_and_local_gpus():
+    assert trainer.strategy_kind(None, 0) == "default"
+    assert trainer.strategy_kind(None, 1) == "default"
+    assert trainer.strategy_kind(None, 4) == "mirrored"
+    two_workers = json.dumps({"cluster": {"worker": ["a:1", "b:1"]},
+                              "task": {"type": "worker", "index": 1}})
+    assert trainer.strategy_kind(two_workers, 8) == "multi_worker"
+    assert not trainer.is_chief(two_workers)
+    assert trainer.is_chief(two_workers.replace('"index": 1', '"index": 0'))
+    with_chief = json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1"]},
+                             "task": {"type": "worker", "index": 0}})
+    assert trainer.strategy_kind(with_chief, 0) == "multi_worker"
+    assert not trainer.is_chief(with_chief)
+    assert trainer.is_chief(None)
 
 
 # --- The waveform front end through the pipeline --------------------------------
