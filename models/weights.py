@@ -71,6 +71,8 @@ class Checkpoint:
     source: str
     layout: str  # 'keras_h5' or 'safetensors'
     n_heads: Optional[Tuple[int, int]] = None  # (encoder, decoder) if known
+    # (rotated dims per head, base) from a Hugging Face config.json, if known
+    rotary: Optional[Tuple[int, float]] = None
 
 
 def _read_bytes(path: str) -> bytes:
@@ -193,14 +195,19 @@ def read_safetensors(path: str) -> Checkpoint:
         raise CheckpointError(f"{path}: not a readable safetensors file "
                               f"({e})") from None
     tensors = {k: np.asarray(v, np.float32) for k, v in tensors.items()}
-    n_heads = None
+    n_heads = rotary = None
     config_path = os.path.join(directory, HF_CONFIG_FILE)
     if _exists(config_path):
         hf = json.loads(_read_bytes(config_path))
         if "encoder_num_attention_heads" in hf:
             n_heads = (int(hf["encoder_num_attention_heads"]),
                        int(hf["decoder_num_attention_heads"]))
-    return Checkpoint(tensors, path, "safetensors", n_heads)
+        if n_heads and "hidden_size" in hf and "partial_rotary_factor" in hf:
+            # transformers rotates int(head_dim * factor) dims of each head.
+            head_dim = int(hf["hidden_size"]) // n_heads[0]
+            rotary = (int(head_dim * float(hf["partial_rotary_factor"])),
+                      float(hf.get("rope_theta", 10_000.0)))
+    return Checkpoint(tensors, path, "safetensors", n_heads, rotary)
 
 
 def read_checkpoint(path: str) -> Checkpoint:
@@ -332,6 +339,12 @@ def plan_import(model, checkpoint: Checkpoint
             f"{checkpoint.source}: {checkpoint.n_heads[0]} encoder / "
             f"{checkpoint.n_heads[1]} decoder attention heads; the model has "
             f"{config.n_heads}")
+    if checkpoint.rotary and checkpoint.rotary != (config.rotary_dim,
+                                                   config.rope_base):
+        raise CheckpointError(
+            f"{checkpoint.source}: rotary embeddings on {checkpoint.rotary[0]} "
+            f"dims of each head with base {checkpoint.rotary[1]:g}; the model "
+            f"rotates {config.rotary_dim} with base {config.rope_base:g}")
     targets = _hf_map(model)
     tensors = dict(checkpoint.tensors)
     skipped: Dict[str, str] = {}

@@ -75,7 +75,9 @@ def _hf_state_dict(w):
     layers(enc, "enc", [("self_attn", "attn")])
     out[f"{enc}.layer_norm.weight"] = w["enc.norm"]
     out[f"{dec}.embed_tokens.weight"] = w["dec.embedding"]
-    out["proj_out.weight"] = w["dec.embedding"]  # tied, as transformers saves
+    # transformers' save_pretrained drops this tied copy; keeping it here
+    # exercises the check that it equals the embedding.
+    out["proj_out.weight"] = w["dec.embedding"]
     layers(dec, "dec", [("self_attn", "self"), ("encoder_attn", "cross")])
     out[f"{dec}.norm.weight"] = w["dec.norm"]
     return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
@@ -104,9 +106,12 @@ def _write_official(out_dir: str) -> None:
     save_file(_hf_state_dict(w), os.path.join(hf_dir, "model.safetensors"),
               metadata={"format": "pt"})
     with open(os.path.join(hf_dir, "config.json"), "w") as f:
+        # The fields transformers' MoonshineConfig uses for these shapes;
+        # 0.9 is its default partial_rotary_factor (36-dim heads -> 32).
         json.dump({"model_type": "moonshine", "hidden_size": c.dim,
                    "encoder_num_attention_heads": c.n_heads,
-                   "decoder_num_attention_heads": c.n_heads}, f)
+                   "decoder_num_attention_heads": c.n_heads,
+                   "partial_rotary_factor": 0.9, "rope_theta": 10000.0}, f)
 
     audio = 0.3 * rng.standard_normal(AUDIO_SAMPLES).astype(np.float32)
     tokens = np.concatenate([[config.SOS_ID], rng.integers(
@@ -251,6 +256,39 @@ def test_cli_import_weights_and_size_mismatch(checkpoints, tmp_path, capsys):
     assert err.startswith("error: ") and "Traceback" not in err
     assert "heads" in err or "shape" in err
     assert not os.path.exists(tmp_path / "base")
+
+
+def test_a_checkpoint_with_other_rotary_embeddings_is_refused(tmp_path):
+    import tf_keras as keras
+
+    from models import config
+    from models import moonshine
+    from models import weights
+
+    tiny = config.get_preset("tiny").model
+    keras.utils.set_random_seed(3)
+    weights.write_safetensors(weights.to_hf(moonshine.Moonshine(tiny)),
+                              str(tmp_path / weights.HF_WEIGHTS_FILE))
+    hf_config = {"hidden_size": tiny.dim,
+                 "encoder_num_attention_heads": tiny.n_heads,
+                 "decoder_num_attention_heads": tiny.n_heads,
+                 "partial_rotary_factor": 0.9, "rope_theta": 10000.0}
+
+    def load(**overrides):
+        with open(tmp_path / weights.HF_CONFIG_FILE, "w") as f:
+            json.dump(dict(hf_config, **overrides), f)
+        return weights.load_initial_weights(moonshine.Moonshine(tiny),
+                                            str(tmp_path))
+    # 36-dim heads x 0.9 -> 32, as ours: all but our log-mel stem imports.
+    report = load()
+    assert report.imported
+    assert all("log_mel_frontend" in n for n in report.initialised), \
+        report.initialised
+    with pytest.raises(weights.CheckpointError,
+                       match=r"rotary embeddings on 18 dims .* rotates 32"):
+        load(partial_rotary_factor=0.5)
+    with pytest.raises(weights.CheckpointError, match="base 500000"):
+        load(rope_theta=500000.0)
 
 
 def test_reference_packages_are_the_pinned_ones():
