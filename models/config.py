@@ -314,8 +314,8 @@ PRESETS: Dict[str, Preset] = {
                     dec_layers=2, dropout=0.1),
         # Voices and augmentation, not model size, are what the synthetic
         # corpus rewards (see README, "Training quality"); 36 epochs of its
-        # 92 training voices took 21 minutes on 2 cores, `make demo` 27 in
-        # all (2026-12-01).
+        # 92 training voices took 21-22 minutes on 2 cores, `make demo`
+        # 27-29 in all (2026-12-01).
         TrainConfig(batch_size=16, epochs=36, warmup_steps=300,
                     max_lr=2e-3, time_stretch=0.1, freq_warp=0.1,
                     ema_momentum=0.998),
