@@ -9,6 +9,7 @@ Moonshine encoder-decoder.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import logging
@@ -96,6 +97,19 @@ def bucket_batch_sizes(boundaries: List[int], batch_size: int,
     return [max(1, int(batch_seconds // upper)) for upper in uppers]
 
 
+def bucket_plan(batch_size: int, batch_seconds: float = 0.0,
+                frontend: str = "log_mel",
+                max_seconds: float = config.MAX_AUDIO_SECONDS
+                ) -> Tuple[List[int], List[int]]:
+    """(bucket edges, utterances per batch of each bucket) in the front
+    end's length unit, up to the longest utterance ingestion lets through."""
+    per_second = lengths_per_second(frontend)
+    boundaries = bucket_boundaries(max_seconds, per_second)
+    return boundaries, bucket_batch_sizes(boundaries, batch_size,
+                                          batch_seconds, per_second,
+                                          max_seconds)
+
+
 def count_batches(lengths: List[int], boundaries: List[int],
                   batch_sizes: List[int]) -> int:
     """Full batches one pass of utterances of these lengths fills when
@@ -120,12 +134,11 @@ def batch_by_length(ds: tf.data.Dataset, batch_size: int,
     dozen shapes instead of one per batch; max_seconds is then the longest
     utterance ingestion let through (the last bucket's edge).
     """
-    per_second = lengths_per_second(frontend)
-    boundaries = bucket_boundaries(per_second=per_second)
-    sizes = bucket_batch_sizes(boundaries, batch_size, batch_seconds,
-                               per_second, max_seconds)
+    boundaries, sizes = bucket_plan(batch_size, batch_seconds, frontend,
+                                    max_seconds)
     if static_shapes:
-        boundaries = boundaries + [int(max_seconds * per_second) + 1]
+        boundaries = boundaries + [
+            int(max_seconds * lengths_per_second(frontend)) + 1]
         sizes = sizes + sizes[-1:]
     feature_shape = [None] if frontend == "waveform" else [None, n_mels]
     ds = ds.bucket_by_sequence_length(
@@ -523,6 +536,18 @@ def resolve_preset(custom_config: Optional[Dict]) -> config.Preset:
     return config.get_preset(preset)
 
 
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Keras' global dtype policy set to `name` inside the block only:
+    layers take the policy in force when they are constructed."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_trainer(preset: config.Preset, total_steps: int,
                   strategy: Optional[tf.distribute.Strategy] = None
                   ) -> Seq2SeqTrainer:
@@ -534,10 +559,7 @@ def build_trainer(preset: config.Preset, total_steps: int,
     train_cfg = preset.train
     precision = resolve_precision(train_cfg)
     jit_compile = resolve_jit_compile(train_cfg)
-    previous_policy = keras.mixed_precision.global_policy()
-    # Layers take the policy when they are built: set it for the build only.
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with _dtype_policy(precision):
         with (strategy or _strategy()).scope():
             trainer = Seq2SeqTrainer(preset.model, train_cfg)
             schedule = WarmupCosine(train_cfg.max_lr, train_cfg.warmup_steps,
@@ -555,8 +577,6 @@ def build_trainer(preset: config.Preset, total_steps: int,
             # and the optimiser slots are created here.
             trainer.ctc_head.build([None, preset.model.dim])
             trainer.optimizer.build(trainer.trainable_variables)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
     logging.info("%s: %d trainable parameters (%d in the exported model), "
                  "%s, XLA %s", preset.name, _n_params(trainer),
                  _n_params(trainer.moonshine), precision,
@@ -570,12 +590,8 @@ def float32_model(model: moonshine.Moonshine) -> moonshine.Moonshine:
     serving graph runs in float32 on any device."""
     if model.compute_dtype == "float32":
         return model
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with _dtype_policy("float32"):
         copy = moonshine.Moonshine(model.model_config)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -653,13 +669,12 @@ def run_fn(fn_args) -> None:
                            max_seconds=max_seconds)
     lengths = _example_lengths(fn_args.train_files, tf_transform_output,
                                preset.model.frontend)
+    # An epoch is one pass's worth of the batches make_dataset forms (the
+    # training data repeats).
+    steps_per_epoch = max(1, count_batches(lengths, *bucket_plan(
+        train_cfg.batch_size, train_cfg.batch_seconds, preset.model.frontend,
+        max_seconds)))
     per_second = lengths_per_second(preset.model.frontend)
-    boundaries = bucket_boundaries(max_seconds, per_second)
-    # An epoch is one pass's worth of bucketed batches (the data repeats).
-    steps_per_epoch = max(1, count_batches(
-        lengths, boundaries,
-        bucket_batch_sizes(boundaries, train_cfg.batch_size,
-                           train_cfg.batch_seconds, per_second, max_seconds)))
     total_steps = fn_args.train_steps or train_cfg.train_steps or (
         steps_per_epoch * train_cfg.epochs)
     steps_per_epoch = min(steps_per_epoch, total_steps)
