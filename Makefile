@@ -38,9 +38,20 @@ lock:
 	  --python-platform x86_64-manylinux_2_31 --no-header
 	sed -i '1i # Every version pinned: generated from requirements.in by `make lock` (uv pip compile, Python 3.10).' requirements.lock
 
-# Regenerate the embedded corpus (needs `apt-get install espeak-ng`).
+# Regenerate the embedded corpus: needs the Debian speech engines (the line
+# below) and the pinned Piper runtime of requirements-corpus.txt, which this
+# installs into the venv (--no-deps: nothing the venv has is changed).
+CORPUS_APT := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 corpus: venv
-	$(PY) scripts/make_corpus.py --out data/embedded-corpus
+	@missing=""; for e in espeak-ng flite festival text2wave; do \
+	  command -v $$e >/dev/null || missing="$$missing $$e"; done; \
+	for v in kal_diphone ked_diphone; do \
+	  test -d /usr/share/festival/voices/english/$$v || missing="$$missing festival:$$v"; done; \
+	test -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts || missing="$$missing festival:cmu_us_slt_arctic_hts"; \
+	if [ -n "$$missing" ]; then echo "make corpus: missing$$missing; run:"; \
+	  echo "  apt-get install $(CORPUS_APT)"; exit 1; fi
+	$(PY) -m pip install -q --no-deps -r requirements-corpus.txt
+	nice -n 10 $(PY) scripts/make_corpus.py --out data/embedded-corpus
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -2,7 +2,10 @@
 
 Fast: reads the committed files (FLAC headers only), never regenerates them.
 scripts/make_corpus.py makes the corpus; these are the properties the demo
-and the pipeline rely on.
+and the pipeline rely on, and the held-out properties the corpus README
+claims: dev/test text from templates and word lists train never uses,
+dev/test voices no train speaker uses, and test-other spoken by a
+synthesiser family (and recorded speaker) absent from train and dev.
 """
 
 import collections
@@ -18,12 +21,27 @@ import soundfile as sf
 from conftest import EMBEDDED_CORPUS
 from models import config
 
-SUBSETS = ("train-clean", "dev-clean", "test-clean")
-MIN_UTTERANCES = {"train-clean": 2000, "dev-clean": 100, "test-clean": 100}
-MIN_SPEAKERS = 90
+SUBSETS = ("train-clean", "dev-clean", "test-clean", "test-other")
+HELD_OUT = ("dev-clean", "test-clean", "test-other")
+MIN_UTTERANCES = {"train-clean": 800, "dev-clean": 50, "test-clean": 50,
+                  "test-other": 40}
+HOURS = {"train-clean": (1.2, 1.5), "dev-clean": (0.07, 0.13),
+         "test-clean": (0.07, 0.13), "test-other": (0.05, 0.11)}
+MIN_TRAIN_SPEAKERS = 100
+MIN_TRAIN_FAMILIES = 3
+MIN_HELD_OUT_SPEAKERS = 3
 MIN_DISTINCT_WORDS = 1000
-# Held-out words: a few unseen-in-train words are fine, as in LibriSpeech.
-MAX_UNSEEN_TOKEN_RATE = 0.05
+# Held-out text: at most this share of a held-out subset's word-trigram
+# tokens (within each utterance, not counting trigrams made only of
+# make_corpus.FUNCTION_WORDS) occurs anywhere in train.
+MAX_TRIGRAM_OVERLAP = 0.05
+# Held-out word tokens never seen in train: some, as in LibriSpeech, but few
+# enough for a character model to do something.
+OOV_RATE = (0.03, 0.20)
+# Duration: every pipeline slice holds a good share of every subset.
+MIN_BUCKET_SHARE = 0.08
+MIN_SECONDS, MAX_SECONDS = 1.0, 20.0
+MEAN_SECONDS = (4.5, 7.5)
 
 FLAC_RE = re.compile(r"^(\d+)-(\d+)-(\d{4})\.flac$")
 TRANS_RE = re.compile(r"^(\d+)-(\d+)\.trans\.txt$")
@@ -100,12 +118,49 @@ def manifest():
         return json.load(f)
 
 
+@pytest.fixture(scope="module")
+def make_corpus():
+    spec = importlib.util.spec_from_file_location(
+        "make_corpus", os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), "scripts", "make_corpus.py"))
+    module = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up in sys.modules while defined.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def voices(manifest):
+    """speaker id -> its manifest voice entry."""
+    return {v["speaker_id"]: v for v in manifest["voices"]}
+
+
 def _words(utts):
     return collections.Counter(w for _, _, text, _ in utts.values()
                                for w in text.split())
 
 
-def test_only_the_three_subsets_and_docs_at_the_root():
+def _sentences(utts, manifest):
+    """Each utterance's sentences (word lists), from manifest.json's
+    sentence_words."""
+    out = []
+    for utt_id, (_, _, text, _) in utts.items():
+        words = text.split()
+        lengths = manifest["utterances"][utt_id]["sentence_words"]
+        assert sum(lengths) == len(words), utt_id
+        start = 0
+        for n in lengths:
+            out.append(words[start:start + n])
+            start += n
+    return out
+
+
+def _trigrams(words):
+    return list(zip(words, words[1:], words[2:]))
+
+
+def test_only_the_four_subsets_and_docs_at_the_root():
     assert sorted(os.listdir(EMBEDDED_CORPUS)) == sorted(
         SUBSETS + ("README.md", "manifest.json"))
     for subset in SUBSETS:
@@ -123,47 +178,141 @@ def test_layout_pairs_every_flac_with_a_transcript_line(corpus):
     assert all(len(owners) == 1 for owners in chapters.values())
 
 
-def test_utterance_counts(corpus, manifest):
+def test_utterance_counts_and_hours(corpus, manifest):
     for subset, minimum in MIN_UTTERANCES.items():
+        s = manifest["subsets"][subset]
         assert len(corpus[subset]) >= minimum, subset
-        assert manifest["subsets"][subset]["utterances"] == len(corpus[subset])
+        assert s["utterances"] == len(corpus[subset])
+        lo, hi = HOURS[subset]
+        assert lo <= s["hours"] <= hi, (subset, s["hours"])
 
 
-def test_speakers_are_distinct_voices_and_held_out(corpus, manifest):
+def test_speakers_are_distinct_voices_and_held_out(corpus, manifest, voices):
     speakers = {s: {spk for spk, _, _, _ in utts.values()}
                 for s, utts in corpus.items()}
-    assert len(set().union(*speakers.values())) >= MIN_SPEAKERS
-    train = speakers["train-clean"]
-    for held_out in ("dev-clean", "test-clean"):
-        assert speakers[held_out] and not speakers[held_out] & train
-    # Each speaker id is one espeak-ng voice (variant, speed, pitch), and no
-    # dev/test voice variant is a train one.
-    voices = {s: {sp["speaker_id"]: sp["espeak"]
-                  for sp in manifest["subsets"][s]["speakers"]}
-              for s in SUBSETS}
     for s in SUBSETS:
-        assert set(voices[s]) == speakers[s], s
-    specs = [spec for v in voices.values() for spec in v.values()]
-    assert len(set(specs)) == len(specs) >= MIN_SPEAKERS
-    variant = lambda spec: spec.split()[0].split("+")[1]  # noqa: E731
-    train_variants = {variant(x) for x in voices["train-clean"].values()}
-    for held_out in ("dev-clean", "test-clean"):
-        assert not {variant(x) for x in voices[held_out].values()} \
-            & train_variants
+        assert {v["speaker_id"] for v in manifest["voices"]
+                if v["subset"] == s} == speakers[s], s
+    train = speakers["train-clean"]
+    assert len(train) >= MIN_TRAIN_SPEAKERS
+    assert len({voices[s]["family"] for s in train}) >= MIN_TRAIN_FAMILIES
+    for held_out in HELD_OUT:
+        assert len(speakers[held_out]) >= MIN_HELD_OUT_SPEAKERS, held_out
+        assert not speakers[held_out] & train
+    # Each speaker is one engine + voice + variant, and no dev/test one is a
+    # train one.
+    key = lambda v: (v["family"], v["voice"], v["variant"])  # noqa: E731
+    keys = [key(v) for v in manifest["voices"]]
+    assert len(set(keys)) == len(keys)
+    train_keys = {key(voices[s]) for s in train}
+    for held_out in HELD_OUT:
+        assert not {key(voices[s]) for s in speakers[held_out]} & train_keys
 
 
-def test_vocabulary_size_and_held_out_sentences(corpus):
+def test_test_other_is_a_family_and_recorded_speakers_absent_from_training(
+        corpus, manifest, voices):
+    family = manifest["held_out_family"]
+    by_subset = {s: [voices[spk] for spk in {x[0] for x in utts.values()}]
+                 for s, utts in corpus.items()}
+    assert {v["family"] for v in by_subset["test-other"]} == {family}
+    seen = by_subset["train-clean"] + by_subset["dev-clean"]
+    assert family not in {v["family"] for v in seen}
+    assert family not in {v["family"] for v in by_subset["test-clean"]}
+    recorded = {v["recorded_speaker"] for v in by_subset["test-other"]}
+    assert all(recorded)
+    assert not recorded & {v["recorded_speaker"] for v in seen}
+    # test-clean holds out voices of families that train uses.
+    train_families = {v["family"] for v in by_subset["train-clean"]}
+    assert {v["family"] for v in by_subset["test-clean"]} <= train_families
+
+
+def test_held_out_text_shares_few_trigrams_with_train(corpus, manifest,
+                                                      make_corpus):
+    function_words = make_corpus.FUNCTION_WORDS
+    assert set(manifest["function_words"]) == set(function_words)
+    assert {"THE", "OF", "AND", "WAS", "SHE", "DIDN'T"} <= function_words
+    train = {t for _, _, text, _ in corpus["train-clean"].values()
+             for t in _trigrams(text.split())}
+    for held_out in HELD_OUT:
+        grams = [t for _, _, text, _ in corpus[held_out].values()
+                 for t in _trigrams(text.split())
+                 if not all(w in function_words for w in t)]
+        shared = sum(t in train for t in grams)
+        rate = shared / len(grams)
+        assert rate <= MAX_TRIGRAM_OVERLAP, (held_out, rate)
+        s = manifest["subsets"][held_out]
+        assert s["content_trigram_tokens"] == len(grams)
+        assert s["content_trigram_tokens_in_train"] == shared
+
+
+def test_no_held_out_sentence_is_near_a_train_sentence(corpus, manifest,
+                                                       make_corpus):
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+    edits = make_corpus.MAX_NEAR_EDITS
+    assert edits >= 2
+    codes = {}
+
+    def encode(words):  # one character per word: word-level edits
+        return "".join(codes.setdefault(w, chr(0x4E00 + len(codes)))
+                       for w in words)
+    train_sentences = [encode(s) for s in _sentences(corpus["train-clean"],
+                                                     manifest)]
+    train_utts = [encode(text.split())
+                  for _, _, text, _ in corpus["train-clean"].values()]
+    for held_out in HELD_OUT:
+        for words in _sentences(corpus[held_out], manifest):
+            hit = process.extractOne(encode(words), train_sentences,
+                                     scorer=Levenshtein.distance,
+                                     score_cutoff=edits)
+            assert hit is None, (held_out, " ".join(words))
+        for utt_id, (_, _, text, _) in corpus[held_out].items():
+            hit = process.extractOne(encode(text.split()), train_utts,
+                                     scorer=Levenshtein.distance,
+                                     score_cutoff=edits)
+            assert hit is None, (utt_id, text)
+
+
+def test_held_out_templates_and_proper_nouns_are_not_train_ones(
+        corpus, manifest, make_corpus):
+    templates = {s: {t for u in utts for t in
+                     manifest["utterances"][u]["templates"]}
+                 for s, utts in corpus.items()}
+    assert templates["train-clean"] <= set(manifest["templates"]["train"])
+    for held_out in HELD_OUT:
+        assert templates[held_out] <= set(manifest["templates"]["held_out"])
+        assert not templates[held_out] & templates["train-clean"]
+    assert not set(manifest["templates"]["train"]) & set(
+        manifest["templates"]["held_out"])
+    train_proper = {w.upper() for w in make_corpus.NAMES + make_corpus.PLACES}
+    held_proper = {w.upper() for w in make_corpus.H_PROPER}
+    assert not train_proper & held_proper
+    train_words = _words(corpus["train-clean"])
+    for held_out in HELD_OUT:
+        words = {w[:-2] if w.endswith("'S") else w
+                 for w in _words(corpus[held_out])}
+        assert words & held_proper, held_out
+        assert not words & train_proper, held_out
+        assert not (words & held_proper) & set(train_words), held_out
+
+
+def test_held_out_oov_rate_is_modest(corpus, manifest):
+    train_words = _words(corpus["train-clean"])
+    for held_out in HELD_OUT:
+        words = _words(corpus[held_out])
+        oov = sum(c for w, c in words.items() if w not in train_words)
+        rate = oov / sum(words.values())
+        assert OOV_RATE[0] <= rate <= OOV_RATE[1], (held_out, rate)
+        assert manifest["subsets"][held_out]["oov_tokens"] == oov
+
+
+def test_vocabulary_size_and_unique_transcripts(corpus):
     all_words = _words({k: v for utts in corpus.values()
                         for k, v in utts.items()})
     assert len(all_words) >= MIN_DISTINCT_WORDS
-    train_texts = {text for _, _, text, _ in corpus["train-clean"].values()}
-    train_words = _words(corpus["train-clean"])
-    for held_out in ("dev-clean", "test-clean"):
-        texts = [text for _, _, text, _ in corpus[held_out].values()]
-        assert not set(texts) & train_texts, held_out
-        words = _words(corpus[held_out])
-        unseen = sum(c for w, c in words.items() if w not in train_words)
-        assert unseen / sum(words.values()) <= MAX_UNSEEN_TOKEN_RATE
+    texts = [text for utts in corpus.values()
+             for _, _, text, _ in utts.values()]
+    assert len(set(texts)) == len(texts)
 
 
 def test_transcripts_use_only_the_vocabulary(corpus):
@@ -178,37 +327,62 @@ def test_transcripts_use_only_the_vocabulary(corpus):
     assert apostrophes > 0
 
 
-def test_audio_is_16k_mono_16_bit_flac(corpus):
+def test_audio_is_16k_mono_16_bit_flac(corpus, manifest):
     for utts in corpus.values():
-        for utt_id, (_, _, _, path) in utts.items():
+        for utt_id, (_, _, text, path) in utts.items():
             info = sf.info(path)
             assert (info.format, info.subtype) == ("FLAC", "PCM_16"), utt_id
             assert info.samplerate == config.SAMPLE_RATE, utt_id
             assert info.channels == 1, utt_id
-            assert 1.0 <= info.duration <= 6.0, (utt_id, info.duration)
+            assert MIN_SECONDS <= info.duration <= MAX_SECONDS, \
+                (utt_id, info.duration)
+            assert abs(manifest["utterances"][utt_id]["seconds"]
+                       - info.duration) < 1e-3, utt_id
+            # Greedy decoding is capped at MAX_TOKENS_PER_SECOND: every
+            # transcript (and its end token) must fit under the cap.
+            assert len(text) + 1 <= \
+                config.MAX_TOKENS_PER_SECOND * info.duration, (utt_id, text)
 
 
-def test_size_budget():
+def test_every_duration_slice_is_populated_in_every_subset(corpus, manifest):
+    for subset, utts in corpus.items():
+        seconds = [manifest["utterances"][u]["seconds"] for u in utts]
+        buckets = collections.Counter(config.duration_bucket(s)
+                                      for s in seconds)
+        for bucket in config.DURATION_BUCKETS:
+            assert buckets[bucket] >= MIN_BUCKET_SHARE * len(seconds), \
+                (subset, bucket, buckets)
+        assert manifest["subsets"][subset][
+            "utterances_per_duration_bucket"] == {
+                b: buckets[b] for b in config.DURATION_BUCKETS}
+        mean = sum(seconds) / len(seconds)
+        assert MEAN_SECONDS[0] <= mean <= MEAN_SECONDS[1], (subset, mean)
+
+
+def test_size_budget(make_corpus):
     """Within the generator's budget (the repository carries every byte)."""
-    spec = importlib.util.spec_from_file_location(
-        "make_corpus", os.path.join(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))), "scripts", "make_corpus.py"))
-    make_corpus = importlib.util.module_from_spec(spec)
-    # Its dataclasses look their module up in sys.modules while defined.
-    sys.modules[spec.name] = make_corpus
-    spec.loader.exec_module(make_corpus)
     total = sum(os.path.getsize(os.path.join(d, f))
                 for d, _, files in os.walk(EMBEDDED_CORPUS) for f in files)
+    assert make_corpus.MAX_CORPUS_BYTES <= 80_000_000
     assert total <= make_corpus.MAX_CORPUS_BYTES, total
 
 
-def test_manifest_totals_match(corpus, manifest):
+def test_manifest_totals_and_readme(corpus, manifest):
     totals = manifest["totals"]
     assert totals["utterances"] == sum(len(u) for u in corpus.values())
+    assert set(manifest["utterances"]) == {
+        u for utts in corpus.values() for u in utts}
     all_words = _words({k: v for utts in corpus.values()
                         for k, v in utts.items()})
     assert totals["distinct_words"] == len(all_words)
-    assert os.path.isfile(os.path.join(EMBEDDED_CORPUS, "README.md"))
+    with open(os.path.join(EMBEDDED_CORPUS, "README.md"),
+              encoding="utf-8") as f:
+        readme = f.read()
+    for family in {v["family"] for v in manifest["voices"]}:
+        assert family.lower() in readme.lower(), family
+    assert "## Licences" in readme and "CC0" in readme
+    for subset in SUBSETS:
+        assert subset in readme
 
 
 def test_the_example_gen_scanner_accepts_every_utterance(corpus):
