@@ -8,7 +8,7 @@ setup(
     description=("TFX pipeline for the Moonshine speech-recognition model "
                  "(arXiv 2410.15608) in TensorFlow"),
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components",
+    packages=find_packages(include=["pipeline", "pipeline.*", "tools", "tools.*", "components",
                                     "components.*", "models", "models.*"]),
     # models/assets/: the official BPE tokenizer.json and its licence.
     package_data={"": ["*.pbtxt", "*.json"], "models": ["assets/*"]},
@@ -28,5 +28,5 @@ setup(
         "matplotlib==3.9.2",
         "tokenizers==0.20.3",
     ],
-    entry_points={"console_scripts": ["moonshine-tfx=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["moonshine-tfx=tools.cli:main"]},
 )

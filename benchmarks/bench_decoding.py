@@ -13,7 +13,7 @@
 2. Official: useful-moonshine 20241016's Keras 3 `Moonshine.generate()`
    (tiny sizes, 32,768-token vocabulary, every weight randomised, </s>
    silenced) on the same audio as our 'waveform' model with the same weights
-   copied in (`models.official`), decoded by `greedy_decode` for the same
+   copied in (`benchmarks.official`), decoded by `greedy_decode` for the same
    number of tokens (the official cap, 6 per second). Both live in this
    process (the official code imports Keras 3, ours tf_keras) and are timed
    alternately. Decode time = generate time - (preprocessor + encoder) time
@@ -99,7 +99,8 @@ def _official_vs_ours(seconds: float, repeats: int) -> dict:
     `tf_keras`), timed alternately: generate and encode-only on each side."""
     import keras  # Keras 3, beside tf_keras
     import tensorflow as tf
-    from models import decoding, moonshine, official
+    from benchmarks import official
+    from models import decoding, moonshine
 
     if official.official_model_py() is None:
         raise SystemExit(f"useful-moonshine is not installed: {official.INSTALL_HINT}")

@@ -8,7 +8,7 @@ optimiser steps, through the Trainer's own `train_step` (losses, SpecAugment,
 AdamW). Utterance lengths and transcript lengths are those of the embedded
 corpus's train split; feature values are random, which costs the same.
 "Naive" pads each shuffled batch to its longest utterance; "bucketed" is the
-Trainer's `batch_by_length`. Each (preset, batching) pair runs in its own
+Trainer's `data.batch_by_length`. Each (preset, batching) pair runs in its own
 process, so its peak RSS is its own.
 """
 
@@ -52,7 +52,7 @@ def corpus_shapes():
 
 def _dataset(shapes, batch_size, bucketed, seed=0):
     import tensorflow as tf
-    from models import trainer
+    from models import data
 
     def gen():
         rng = np.random.default_rng(seed)
@@ -72,7 +72,8 @@ def _dataset(shapes, batch_size, bucketed, seed=0):
             tf.TensorSpec([None], tf.int32))
     ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
     if bucketed:
-        ds = trainer.batch_by_length(ds, batch_size, config.N_MELS)
+        ds = data.batch_by_length(ds, batch_size,
+                                  config.front_end(config.LOG_MEL_FRONTEND))
     else:
         ds = ds.padded_batch(batch_size)
     return ds.prefetch(2)

@@ -13,19 +13,17 @@ against):
   `1 + (n - WINDOW_SAMPLES) // HOP_SAMPLES` frames (0 if `n < WINDOW_SAMPLES`);
 - a periodic Hann window over the `WINDOW_SAMPLES` samples, zero-padded to
   `FFT_LENGTH` for the real FFT; power spectrum |X|^2;
-- an `N_MELS`-band mel filterbank on librosa's default Slaney mel scale with
+- an `n_mels`-band (default `N_MELS`) mel filterbank on librosa's default Slaney mel scale with
   Slaney ("constant energy per band") normalisation, `MEL_FMIN`..`MEL_FMAX`;
 - `log(mel + LOG_FLOOR)` (natural log), which keeps digital silence finite.
 
-Mel filterbank choice: the [FFT_LENGTH // 2 + 1, N_MELS] matrix is computed once
-with NumPy at graph-construction time by `mel_filterbank()` (a transcription of
-`librosa.filters.mel(htk=False, norm='slaney')`) and embedded in the graph as a
-constant. TensorFlow's own `tf.signal.linear_to_mel_weight_matrix` implements
-the HTK scale without normalisation, which is not what librosa (and Whisper /
-most PyTorch recipes) compute. Writing the 20-line formula here rather than
-calling librosa keeps the heavy librosa/numba import out of the pipeline and
-serving code paths; `tests/test_features.py` checks the matrix against
-`librosa.filters.mel` itself.
+Mel filterbank: `librosa.filters.mel(htk=False, norm='slaney')` itself,
+called once per configuration at graph-construction time and embedded in the
+graph as a constant, so the Transform and serving graphs carry the matrix and
+loading a SavedModel never needs librosa. TensorFlow's own
+`tf.signal.linear_to_mel_weight_matrix` implements the HTK scale without
+normalisation, which is not what librosa (and Whisper / most PyTorch recipes)
+compute.
 
 Note on the librosa reference: with `n_fft=FFT_LENGTH > win_length=WINDOW_SAMPLES`
 librosa centres the window inside each `FFT_LENGTH`-sample frame, i.e. its frame
@@ -48,40 +46,15 @@ from models import config
 NUM_FFT_BINS = config.FFT_LENGTH // 2 + 1
 
 
-# --- Mel filterbank (Slaney scale and norm, as librosa's default) ----------
-_SLANEY_F_SP = 200.0 / 3.0  # Hz per mel in the linear region
-_SLANEY_MIN_LOG_HZ = 1000.0
-_SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_F_SP
-_SLANEY_LOGSTEP = np.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    linear = hz / _SLANEY_F_SP
-    log = _SLANEY_MIN_LOG_MEL + np.log(
-        np.maximum(hz, _SLANEY_MIN_LOG_HZ) / _SLANEY_MIN_LOG_HZ) / _SLANEY_LOGSTEP
-    return np.where(hz >= _SLANEY_MIN_LOG_HZ, log, linear)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    linear = mel * _SLANEY_F_SP
-    log = _SLANEY_MIN_LOG_HZ * np.exp(
-        _SLANEY_LOGSTEP * (np.maximum(mel, _SLANEY_MIN_LOG_MEL) - _SLANEY_MIN_LOG_MEL))
-    return np.where(mel >= _SLANEY_MIN_LOG_MEL, log, linear)
-
-
+# --- Mel filterbank ---------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _mel_filterbank_cached(sample_rate: float, fft_length: int, n_mels: int,
                            fmin: float, fmax: float) -> np.ndarray:
-    fft_freqs = np.linspace(0.0, sample_rate / 2.0, fft_length // 2 + 1)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = np.subtract.outer(mel_f, fft_freqs)
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    import librosa  # graph construction only: the matrix becomes a constant
+
+    weights = librosa.filters.mel(sr=sample_rate, n_fft=fft_length,
+                                  n_mels=n_mels, fmin=fmin, fmax=fmax,
+                                  htk=False, norm="slaney", dtype=np.float64)
     matrix = np.ascontiguousarray(weights.T, dtype=np.float32)
     matrix.setflags(write=False)
     return matrix
@@ -92,7 +65,7 @@ def mel_filterbank(sample_rate: float = config.SAMPLE_RATE,
                    n_mels: int = config.N_MELS,
                    fmin: float = config.MEL_FMIN,
                    fmax: float = config.MEL_FMAX) -> np.ndarray:
-    """[fft_length // 2 + 1, n_mels] float32 Slaney mel matrix (= librosa's `.T`)."""
+    """[fft_length // 2 + 1, n_mels] float32 Slaney mel matrix (librosa's `.T`)."""
     return _mel_filterbank_cached(float(sample_rate), int(fft_length),
                                   int(n_mels), float(fmin), float(fmax))
 
@@ -118,15 +91,17 @@ def frames_for_samples(num_samples):
 
 
 # --- Log-mel ---------------------------------------------------------------
-def log_mel_spectrogram(audio, num_samples, name: str = "log_mel_spectrogram"):
+def log_mel_spectrogram(audio, num_samples, n_mels: int = config.N_MELS,
+                        name: str = "log_mel_spectrogram"):
     """Log-mel features of a zero-padded batch of 16 kHz audio.
 
     Args:
       audio: float32 [B, T] samples, each row zero-padded after its valid part.
       num_samples: integer [B], the valid length of each row (<= T).
+      n_mels: mel bands.
 
     Returns:
-      (log_mel float32 [B, F, N_MELS], num_frames int64 [B]) where
+      (log_mel float32 [B, F, n_mels], num_frames int64 [B]) where
       `num_frames = frames_for_samples(num_samples)`, `F = max(num_frames)` (0
       for an empty batch or one with only sub-window clips), and every frame at
       or beyond an example's `num_frames` is exactly 0. The features of an
@@ -168,10 +143,10 @@ def log_mel_spectrogram(audio, num_samples, name: str = "log_mel_spectrogram"):
             window_fn=functools.partial(tf.signal.hann_window, periodic=True),
             pad_end=False)
         power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
-        mel_matrix = tf.constant(mel_filterbank(), dtype=tf.float32,
-                                 name="mel_filterbank")
+        mel_matrix = tf.constant(mel_filterbank(n_mels=n_mels),
+                                 dtype=tf.float32, name="mel_filterbank")
         mel = tf.tensordot(power, mel_matrix, axes=1)
-        mel.set_shape(power.shape[:-1].concatenate([config.N_MELS]))
+        mel.set_shape(power.shape[:-1].concatenate([n_mels]))
         log_mel = tf.math.log(mel + config.LOG_FLOOR)
 
         log_mel = log_mel[:, :max_frames]

@@ -48,6 +48,7 @@ METRICS_MODULE = "models.metrics"
 WER_NAME = "wer"
 CER_NAME = "cer"
 DECODED_LENGTH_NAME = "mean_decoded_length"
+DIVERSITY_NAME = "output_diversity"
 # Float noise allowed on top of the no-regression margin.
 _CHANGE_TOLERANCE = 1e-10
 _WORD = "word"
@@ -149,28 +150,20 @@ _SCORES = {WER_NAME: (_edits_and_length, _WORD),
            DECODED_LENGTH_NAME: (_decoded_length, _CHAR)}
 
 
-class _ErrorRateCombiner(beam.CombineFn):
-    """Sums a per-example (numerator, denominator) pair; outputs their ratio.
+class _TranscriptCombiner(beam.CombineFn):
+    """Base of the combiners: the (reference, hypothesis, weight) of each
+    example of TFMA's standard metric inputs."""
 
-    For WER/CER the pair is (edit distance, reference length); for the mean
-    decoded length it is (hypothesis characters, 1).
-    """
-
-    def __init__(self, score: str, key: metric_types.MetricKey,
+    def __init__(self, key: metric_types.MetricKey,
                  eval_config: Optional[config_pb2.EvalConfig],
                  model_name: str, output_name: str, example_weighted: bool):
-        self._score, self._unit = _SCORES[score]
         self._key = key
         self._eval_config = eval_config
         self._model_name = model_name
         self._output_name = output_name
         self._example_weighted = example_weighted
 
-    def create_accumulator(self) -> _Accumulator:
-        return _Accumulator()
-
-    def add_input(self, accumulator: _Accumulator,
-                  element: metric_types.StandardMetricInputs) -> _Accumulator:
+    def _transcripts(self, element: metric_types.StandardMetricInputs):
         for labels, predictions, weights in metric_util.to_label_prediction_example_weight(
                 element,
                 eval_config=self._eval_config,
@@ -180,9 +173,28 @@ class _ErrorRateCombiner(beam.CombineFn):
                 flatten=False,
                 squeeze=False,
                 require_single_example_weight=True):
-            ref = _single_text(labels, "label (reference transcript)")
-            hyp = _single_text(predictions, "prediction (decoded text)")
-            weight = float(np.asarray(weights).reshape(-1)[0])
+            yield (_single_text(labels, "label (reference transcript)"),
+                   _single_text(predictions, "prediction (decoded text)"),
+                   float(np.asarray(weights).reshape(-1)[0]))
+
+
+class _ErrorRateCombiner(_TranscriptCombiner):
+    """Sums a per-example (numerator, denominator) pair; outputs their ratio.
+
+    For WER/CER the pair is (edit distance, reference length); for the mean
+    decoded length it is (hypothesis characters, 1).
+    """
+
+    def __init__(self, score: str, *args):
+        super().__init__(*args)
+        self._score, self._unit = _SCORES[score]
+
+    def create_accumulator(self) -> _Accumulator:
+        return _Accumulator()
+
+    def add_input(self, accumulator: _Accumulator,
+                  element: metric_types.StandardMetricInputs) -> _Accumulator:
+        for ref, hyp, weight in self._transcripts(element):
             edits, length = self._score(ref, hyp, self._unit)
             accumulator.edits += weight * edits
             accumulator.reference_length += weight * length
@@ -199,6 +211,34 @@ class _ErrorRateCombiner(beam.CombineFn):
 
     def extract_output(self, accumulator: _Accumulator) -> Dict[metric_types.MetricKey, float]:
         return {self._key: _rate(accumulator.edits, accumulator.reference_length)}
+
+
+class _DiversityCombiner(_TranscriptCombiner):
+    """Distinct normalized hypotheses over distinct references (exact: the
+    accumulator holds the two sets, a few MB for a LibriSpeech dev set)."""
+
+    def create_accumulator(self):
+        return set(), set()
+
+    def add_input(self, accumulator, element):
+        references, hypotheses = accumulator
+        for ref, hyp, _ in self._transcripts(element):
+            references.add(normalize_transcript(ref))
+            hypotheses.add(normalize_transcript(hyp))
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        references, hypotheses = set(), set()
+        for refs, hyps in accumulators:
+            references |= refs
+            hypotheses |= hyps
+        return references, hypotheses
+
+    def extract_output(self, accumulator) -> Dict[metric_types.MetricKey, float]:
+        references, hypotheses = accumulator
+        # Capped: differing transcripts of one reference are no merit.
+        return {self._key: min(1.0, len(hypotheses) / max(len(references),
+                                                           1))}
 
 
 def _single_text(value: Any, what: str) -> str:
@@ -238,12 +278,13 @@ def _error_rate_computations(
             key = metric_types.MetricKey(
                 name=name, model_name=model_name, output_name=output_name,
                 example_weighted=example_weighted)
+            args = (key, eval_config, model_name, output_name,
+                    example_weighted)
             computations.append(metric_types.MetricComputation(
                 keys=[key],
                 preprocessors=None,  # the standard labels/predictions/weights
-                combiner=_ErrorRateCombiner(
-                    score, key, eval_config, model_name, output_name,
-                    example_weighted)))
+                combiner=(_DiversityCombiner(*args) if score == DIVERSITY_NAME
+                          else _ErrorRateCombiner(score, *args))))
     return computations
 
 
@@ -257,6 +298,14 @@ def _char_error_rate(name: str = CER_NAME, eval_config=None, model_names=None,
                      output_names=None, sub_keys=None, example_weighted=False):
     return _error_rate_computations(CER_NAME, name, eval_config, model_names,
                                     output_names, sub_keys, example_weighted)
+
+
+def _output_diversity(name: str = DIVERSITY_NAME, eval_config=None,
+                      model_names=None, output_names=None, sub_keys=None,
+                      example_weighted=False):
+    return _error_rate_computations(DIVERSITY_NAME, name, eval_config,
+                                    model_names, output_names, sub_keys,
+                                    example_weighted)
 
 
 def _mean_decoded_length(name: str = DECODED_LENGTH_NAME, eval_config=None,
@@ -292,7 +341,20 @@ class MeanDecodedLength(metric_types.Metric):
         super().__init__(_mean_decoded_length, name=name)
 
 
+class OutputDiversity(metric_types.Metric):
+    """Distinct decoded texts per distinct reference transcript, at most 1
+    (1 for a model whose outputs differ wherever the references do).
+
+    The gate that a model whose output does not depend on its input (empty,
+    or one constant text) fails, whatever its WER: see eval_config.
+    """
+
+    def __init__(self, name: str = DIVERSITY_NAME):
+        super().__init__(_output_diversity, name=name)
+
+
 metric_types.register_metric(WordErrorRate)
+metric_types.register_metric(OutputDiversity)
 metric_types.register_metric(CharacterErrorRate)
 metric_types.register_metric(MeanDecodedLength)
 
@@ -303,6 +365,18 @@ def default_slicing_specs() -> List[tfma.SlicingSpec]:
                                    for key in config.EVAL_SLICE_KEYS]
 
 
+def upper_bound(bound: float) -> tfma.MetricThreshold:
+    """metric <= bound (TFMA's value thresholds are inclusive)."""
+    return tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+        upper_bound={"value": float(bound)}))
+
+
+def lower_bound(bound: float) -> tfma.MetricThreshold:
+    """metric >= bound."""
+    return tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+        lower_bound={"value": float(bound)}))
+
+
 def wer_threshold(wer_upper_bound: float,
                   max_wer_regression: float = config.MAX_WER_REGRESSION,
                   ) -> tfma.MetricThreshold:
@@ -310,32 +384,43 @@ def wer_threshold(wer_upper_bound: float,
     if max_wer_regression < 0:
         raise ValueError(
             f"max_wer_regression must be >= 0, got {max_wer_regression}")
-    return tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(
-            upper_bound={"value": float(wer_upper_bound)}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.LOWER_IS_BETTER,
-            absolute={"value": float(max_wer_regression) + _CHANGE_TOLERANCE}))
+    threshold = upper_bound(wer_upper_bound)
+    threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.LOWER_IS_BETTER,
+        absolute={"value": float(max_wer_regression) + _CHANGE_TOLERANCE}))
+    return threshold
+
+
+def _overall_only(threshold: tfma.MetricThreshold):
+    """Gated on the overall slice only: a speaker, subset or duration slice
+    of a few utterances is reported, not a reason to refuse."""
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                         threshold=threshold)]
 
 
 def eval_config(wer_upper_bound: float,
+                cer_upper_bound: float,
                 label_key: str = config.TRANSCRIPT_KEY,
                 prediction_key: str = config.TEXT_OUTPUT_KEY,
                 slicing: Optional[Sequence[tfma.SlicingSpec]] = None,
                 signature_name: str = "serving_default",
                 max_wer_regression: float = config.MAX_WER_REGRESSION,
                 ) -> tfma.EvalConfig:
-    """The Evaluator's config: WER (gated), CER, example count, decoded length.
+    """The Evaluator's config: WER and CER (gated), example count, decoded
+    length.
 
-    WER must be <= `wer_upper_bound` (absolute blessing bound) and, when TFX
-    gives the Evaluator a baseline model, at most `max_wer_regression` above
-    the baseline's (`GenericChangeThreshold`, LOWER_IS_BETTER, plus 1e-10 of
-    float noise; TFMA skips change thresholds when there is no baseline, so a
-    first run is judged on the bound alone): `wer_threshold()`, on the
-    overall slice only. The serving signature takes raw serialized
-    tf.Examples, so no preprocessing functions are configured. `slicing`
-    defaults to
-    `default_slicing_specs()`: overall, by speaker, by duration bucket.
+    WER must be <= `wer_upper_bound` and CER <= `cer_upper_bound` (absolute
+    blessing bounds: an empty-output model scores 1.0 on both), the output
+    diversity >= config.MIN_OUTPUT_DIVERSITY (a model whose output does not
+    depend on its input fails it, whatever its error rates) and, when TFX
+    gives the Evaluator a baseline model, WER at most `max_wer_regression`
+    above the baseline's (`GenericChangeThreshold`, LOWER_IS_BETTER, plus
+    1e-10 of float noise; TFMA skips change thresholds when there is no
+    baseline, so a first run is judged on the bounds alone): on the overall
+    slice only. The serving signature takes raw serialized tf.Examples, so no
+    preprocessing functions are configured. `slicing` defaults to
+    `default_slicing_specs()`: overall, by subset, speaker and duration
+    bucket.
     """
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
@@ -346,16 +431,18 @@ def eval_config(wer_upper_bound: float,
                        else default_slicing_specs()),
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
-            # Gated on the overall slice only: a speaker or duration slice
-            # of a few utterances is reported, not a reason to refuse.
             tfma.MetricConfig(
                 class_name=WordErrorRate.__name__, module=METRICS_MODULE,
-                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                    slicing_specs=[tfma.SlicingSpec()],
-                    threshold=wer_threshold(wer_upper_bound,
-                                            max_wer_regression))]),
-            tfma.MetricConfig(class_name=CharacterErrorRate.__name__,
-                              module=METRICS_MODULE),
+                per_slice_thresholds=_overall_only(wer_threshold(
+                    wer_upper_bound, max_wer_regression))),
+            tfma.MetricConfig(
+                class_name=CharacterErrorRate.__name__, module=METRICS_MODULE,
+                per_slice_thresholds=_overall_only(
+                    upper_bound(cer_upper_bound))),
             tfma.MetricConfig(class_name=MeanDecodedLength.__name__,
                               module=METRICS_MODULE),
+            tfma.MetricConfig(
+                class_name=OutputDiversity.__name__, module=METRICS_MODULE,
+                per_slice_thresholds=_overall_only(lower_bound(
+                    config.MIN_OUTPUT_DIVERSITY))),
         ])])

@@ -41,7 +41,6 @@ from models.config import ModelConfig
 NORM_EPSILON = 1e-5
 # (kernel, stride) of the paper's three 'valid' convolutions over raw audio.
 WAVEFORM_STEM: Tuple[Tuple[int, int], ...] = ((127, 64), (7, 3), (3, 2))
-FRONTENDS = ("log_mel", "waveform")
 _MASKED = -1e9  # attention score of a masked key (finite: no NaN rows)
 
 Rotary = Tuple[tf.Tensor, tf.Tensor]  # (cos, sin), each [T, rotary_dim]
@@ -76,17 +75,14 @@ def _conv_lengths(config: ModelConfig, lengths) -> List[tf.Tensor]:
     """Valid lengths after each conv of the front end (input first)."""
     n = tf.cast(lengths, tf.int32)
     out = [n]
-    if config.frontend == "log_mel":
+    if config.frontend == cfg.LOG_MEL_FRONTEND:
         for _ in range(config.conv_layers):
             n = (n + config.conv_stride - 1) // config.conv_stride
             out.append(n)
-    elif config.frontend == "waveform":
+    else:  # cfg.WAVEFORM_FRONTEND (ModelConfig admits no other)
         for kernel, stride in WAVEFORM_STEM:
             n = tf.maximum((n - kernel) // stride + 1, 0)
             out.append(n)
-    else:
-        raise ValueError(f"unknown front end {config.frontend!r}; "
-                         f"choose one of {FRONTENDS}")
     return out
 
 
@@ -372,7 +368,7 @@ class Encoder(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        frontend = (LogMelFrontend if config.frontend == "log_mel"
+        frontend = (LogMelFrontend if config.frontend == cfg.LOG_MEL_FRONTEND
                     else WaveformFrontend)
         self.frontend = frontend(config, name=f"{config.frontend}_frontend")
         self.blocks = [EncoderLayer(config, name=f"layer{i}")
@@ -488,10 +484,11 @@ class Moonshine(keras.Model):
     def _build_weights(self):
         """Creates every variable now (never inside a tf.while_loop later)."""
         c = self.model_config
-        if c.frontend == "log_mel":
-            features, length = tf.zeros([1, 1, c.n_mels]), 1
-        else:
-            features, length = tf.zeros([1, WAVEFORM_MIN_SAMPLES]), WAVEFORM_MIN_SAMPLES
+        length = (1 if c.frontend == cfg.LOG_MEL_FRONTEND
+                  else WAVEFORM_MIN_SAMPLES)
+        shape = [1, length] + ([] if c.front_end.channels is None
+                               else [c.front_end.channels])
+        features = tf.zeros(shape)
         with tf.init_scope():
             self({"features": features, "lengths": tf.constant([length]),
                   "tokens": tf.constant([[cfg.SOS_ID]])})
@@ -506,9 +503,6 @@ class Moonshine(keras.Model):
 
 
 def _check_config(config: ModelConfig) -> None:
-    if config.frontend not in FRONTENDS:
-        raise ValueError(f"unknown front end {config.frontend!r}; "
-                         f"choose one of {FRONTENDS}")
     if config.head_dim < 1 or config.rotary_dim % 2:
         raise ValueError(
             f"dim {config.dim} / n_heads {config.n_heads} gives head_dim "

@@ -5,40 +5,55 @@ compute the log-mel normalisation statistics) and inside the serving
 signature (where only the audio branch is needed and the transcript branch is
 pruned away), so features cannot skew between training and serving.
 
-`custom_config` (Transform's) names the preset and, only where they differ
-from the defaults (so other runs keep their cache), the model options the
-features depend on: see `transform_options`. Either vocabulary gives the same
+`custom_config` (Transform's) holds, only where they differ from the
+defaults (so other runs keep their cache), the model options the features
+depend on: see `transform_options`. Either vocabulary gives the same
 TOKENS_KEY layout, `<s> ids </s>`: characters are tokenised here, BPE ids
 come from the raw examples (the ExampleGen writes them, see models/bpe.py).
+
+Besides the features, the analyzers count the training split's input
+lengths (`data.LENGTH_COUNTS_VOCABULARY`), from which the Trainer sizes its
+epochs without reading the data first.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import config
+from models import data
 from models import features
 from models import tokenizer
 
 # Keeps the z-score finite for a mel bin that never varies (e.g. digital silence).
 _VARIANCE_EPSILON = 1e-5
 
-# Keys of preprocessing_fn's custom_config besides "preset".
-VOCABULARY_OPTION = "vocabulary"
-FRONTEND_OPTION = "frontend"
-_DEFAULT_FRONTEND = "log_mel"
+# What Transform must know of a ModelConfig: the fields its features depend on.
+_MODEL_OPTIONS = ("vocabulary", "frontend", "n_mels")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(config.ModelConfig)
+             if f.name in _MODEL_OPTIONS}
 
 
 def transform_options(model_config: config.ModelConfig) -> dict:
-    """What Transform must know of a model config, as custom_config entries:
-    only the options that differ from the defaults."""
-    options = {}
-    if model_config.vocabulary != config.CHARACTER_VOCABULARY:
-        options[VOCABULARY_OPTION] = model_config.vocabulary
-    if model_config.frontend != _DEFAULT_FRONTEND:
-        options[FRONTEND_OPTION] = model_config.frontend
-    return options
+    """Transform's custom_config for a model config: the fields of
+    _MODEL_OPTIONS that differ from ModelConfig's defaults."""
+    return {name: getattr(model_config, name) for name in _MODEL_OPTIONS
+            if getattr(model_config, name) != _DEFAULTS[name]}
+
+
+def _model_options(custom_config) -> dict:
+    """transform_options' inverse: every _MODEL_OPTIONS field, defaults
+    filled in."""
+    options = dict(custom_config or {})
+    unknown = sorted(set(options) - set(_MODEL_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown Transform custom_config keys {unknown}; "
+                         f"known: {list(_MODEL_OPTIONS)}")
+    return {name: options.get(name, _DEFAULTS[name])
+            for name in _MODEL_OPTIONS}
 
 
 def _to_dense_1d(x: tf.Tensor, default) -> tf.Tensor:
@@ -117,14 +132,15 @@ def _flatten_frames(values: tf.Tensor, num_frames: tf.Tensor) -> tf.SparseTensor
     return flat.to_sparse()
 
 
-def log_mel_features(audio, analyze: bool = True):
+def log_mel_features(audio, n_mels: int = config.N_MELS):
     """Normalised log-mel from raw audio: (varlen flat log_mel, num_frames).
 
     The per-bin mean and variance are TFT analyzers over every valid frame of
     the analysed split; at serving they are constants baked into the graph.
     """
     samples, num_samples = _audio_batch(audio)
-    log_mel, num_frames = features.log_mel_spectrogram(samples, num_samples)
+    log_mel, num_frames = features.log_mel_spectrogram(samples, num_samples,
+                                                       n_mels=n_mels)
     valid = tf.RaggedTensor.from_tensor(log_mel, lengths=num_frames).flat_values
     mean = tft.mean(valid, reduce_instance_dims=False, name="log_mel_mean")
     variance = tft.var(valid, reduce_instance_dims=False, name="log_mel_var")
@@ -146,26 +162,28 @@ def waveform_features(audio):
     return tf.cast(flat, tf.float32).to_sparse(), num_samples
 
 
+def _count_lengths(lengths: tf.Tensor) -> None:
+    """Counts the analysed split's input lengths into the vocabulary the
+    Trainer reads (data.length_counts): one "<count> <length>" per line."""
+    tft.vocabulary(tf.strings.as_string(lengths), store_frequency=True,
+                   vocab_filename=data.LENGTH_COUNTS_VOCABULARY,
+                   name="count_input_lengths")
+
+
 def preprocessing_fn(inputs, custom_config=None):
     """TFT entry point (referenced by dotted path from the pipeline)."""
-    options = custom_config or {}
-    outputs = {}
-    frontend = options.get(FRONTEND_OPTION, _DEFAULT_FRONTEND)
-    if frontend == "waveform":
-        waveform, num_samples = waveform_features(inputs[config.AUDIO_KEY])
-        outputs[config.WAVEFORM_KEY] = waveform
-        outputs[config.NUM_SAMPLES_KEY] = num_samples
-    elif frontend == _DEFAULT_FRONTEND:
-        log_mel, num_frames = log_mel_features(inputs[config.AUDIO_KEY])
-        outputs[config.LOG_MEL_KEY] = log_mel
-        outputs[config.NUM_FRAMES_KEY] = num_frames
+    options = _model_options(custom_config)
+    front = config.front_end(options["frontend"], options["n_mels"])
+    if front.name == config.WAVEFORM_FRONTEND:
+        values, lengths = waveform_features(inputs[config.AUDIO_KEY])
     else:
-        raise ValueError(f"unknown front end {frontend!r}")
+        values, lengths = log_mel_features(inputs[config.AUDIO_KEY],
+                                           front.channels)
+    outputs = {front.feature_key: values, front.length_key: lengths}
+    _count_lengths(lengths)
 
     transcript = _to_dense_1d(inputs[config.TRANSCRIPT_KEY], b"")
-    tokens = transcript_tokens(
-        inputs, transcript,
-        options.get(VOCABULARY_OPTION, config.CHARACTER_VOCABULARY))
+    tokens = transcript_tokens(inputs, transcript, options["vocabulary"])
     outputs[config.TOKENS_KEY] = tokens.to_sparse()
     outputs[config.NUM_TOKENS_KEY] = tf.cast(tokens.row_lengths(), tf.int64)
 

@@ -1,7 +1,11 @@
 """The exported SavedModel: raw 16 kHz audio in, text out.
 
-Two signatures share one graph path (Transform layer -> encoder -> greedy
-decoding -> detokenisation):
+The Trainer saves the trained weights with the preset they train
+(`save_trained`); the ModelExporter component calls `export_fn`, which adds
+what only serving needs: the Transform layer, the decoding loop (the
+DecodeConfig it is given) and detokenisation. Two signatures share one graph
+path (Transform layer -> encoder -> greedy or beam decoding ->
+detokenisation):
 - `transcribe`: float32 audio [batch, samples] plus per-example lengths;
 - `serving_default`: serialized tf.Examples in the raw ExampleGen format,
   which is what TFMA's Evaluator feeds.
@@ -11,11 +15,10 @@ Detokenisation is the model's vocabulary's, in the graph: the characters'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import List, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from models import bpe
@@ -24,6 +27,41 @@ from models import decoding
 from models import tokenizer
 
 PRESET_ASSET = "moonshine_preset.json"
+# What the Trainer writes into its model artifact: TF-checkpoint weights of
+# the Moonshine model, and the preset (training part) they were trained with.
+TRAINED_WEIGHTS = "weights"
+TRAINED_PRESET = "trained_preset.json"
+# Training's record, copied next to the serving model for the reports.
+HISTORY_FILE = "history.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportArgs:
+    """What the ModelExporter hands `export_fn`."""
+    trained_model_dir: str  # the Trainer's Format-Serving dir
+    transform_output: str  # Transform's graph
+    serving_model_dir: str  # where the SavedModel goes
+    decode: config.DecodeConfig
+
+
+def save_trained(model, preset: config.Preset, directory: str) -> None:
+    """The Trainer's output: the weights and the preset that built them."""
+    model.save_weights(os.path.join(directory, TRAINED_WEIGHTS))
+    with tf.io.gfile.GFile(os.path.join(directory, TRAINED_PRESET), "w") as f:
+        json.dump(config.training_dict(preset), f, indent=2)
+
+
+def load_trained(directory: str):
+    """(Moonshine model with the saved weights, its preset) of save_trained."""
+    from models import moonshine
+
+    with tf.io.gfile.GFile(os.path.join(directory, TRAINED_PRESET)) as f:
+        preset = config.preset_from_dict(json.load(f))
+    model = moonshine.Moonshine(preset.model)
+    model.load_weights(os.path.join(directory, TRAINED_WEIGHTS)
+                       ).expect_partial()
+    return model, preset
 
 
 def _audio_to_raw_feature(audio: tf.Tensor, num_samples: tf.Tensor, spec):
@@ -45,31 +83,25 @@ class MoonshineServingModule(tf.Module):
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._audio_spec = tf_transform_output.raw_feature_spec()[
             config.AUDIO_KEY]
-        self._frontend = preset.model.frontend
+        self._front_end = preset.model.front_end
         self._decode = preset.decode
-        self._n_mels = preset.model.n_mels
         self._detokenize = (
             bpe.tf_decode
             if preset.model.vocabulary == config.MOONSHINE_BPE_VOCABULARY
             else tokenizer.tf_decode)
 
     def _model_inputs(self, transformed):
-        if self._frontend == "log_mel":
-            num_frames = tf.cast(transformed[config.NUM_FRAMES_KEY], tf.int32)
-            flat = transformed[config.LOG_MEL_KEY]
-            if isinstance(flat, tf.SparseTensor):
-                flat = tf.RaggedTensor.from_sparse(flat)
-            frames = tf.RaggedTensor.from_row_lengths(
-                tf.reshape(flat.flat_values, [-1, self._n_mels]),
-                tf.cast(num_frames, tf.int64))
-            return frames.to_tensor(0.0), num_frames
-        if self._frontend == "waveform":
-            num_samples = tf.cast(transformed[config.NUM_SAMPLES_KEY], tf.int32)
-            samples = transformed[config.WAVEFORM_KEY]
-            if isinstance(samples, tf.SparseTensor):
-                samples = tf.RaggedTensor.from_sparse(samples)
-            return samples.to_tensor(0.0), num_samples
-        raise ValueError(f"unsupported front end {self._frontend!r}")
+        """The front end's padded input [B, units(, channels)] and lengths."""
+        front = self._front_end
+        lengths = tf.cast(transformed[front.length_key], tf.int64)
+        flat = transformed[front.feature_key]
+        if isinstance(flat, tf.SparseTensor):
+            flat = tf.RaggedTensor.from_sparse(flat)
+        values = flat.flat_values
+        if front.channels is not None:
+            values = tf.reshape(values, [-1, front.channels])
+        rows = tf.RaggedTensor.from_row_lengths(values, lengths)
+        return rows.to_tensor(0.0), tf.cast(lengths, tf.int32)
 
     def _transcribe(self, audio: tf.Tensor, num_samples: tf.Tensor):
         num_samples = tf.cast(num_samples, tf.int64)
@@ -130,37 +162,6 @@ class MoonshineServingModule(tf.Module):
         return self._transcribe(audio.to_tensor(0.0), audio.row_lengths())
 
 
-def split_long_audio(samples: np.ndarray,
-                     window_seconds: float = config.TRANSCRIBE_WINDOW_SECONDS,
-                     search_seconds: float = config.SPLIT_SEARCH_SECONDS,
-                     frame_seconds: float = config.SPLIT_FRAME_SECONDS
-                     ) -> List[Tuple[int, int]]:
-    """[start, end) sample bounds of segments of at most window_seconds that
-    tile 16 kHz `samples`; each cut is the middle of the lowest-energy frame
-    (the latest, on a tie) in the last search_seconds of its window: a pause,
-    if there is one."""
-    rate = config.SAMPLE_RATE
-    window = int(round(window_seconds * rate))
-    frame = int(round(frame_seconds * rate))
-    search = max(int(round(search_seconds * rate)), frame)
-    if window < 2 * frame:
-        raise ValueError(f"window of {window_seconds} s is shorter than two "
-                         f"{frame_seconds} s split frames")
-    n, start, bounds = len(samples), 0, []
-    while n - start > window:
-        lo = start + max(window - search, frame)
-        frames = (window - (lo - start)) // frame
-        region = np.asarray(samples[lo:lo + frames * frame], np.float64)
-        energy = np.square(region).reshape(frames, frame).mean(axis=1)
-        # The latest of equally quiet frames: segments as long as allowed.
-        quietest = frames - 1 - int(np.argmin(energy[::-1]))
-        cut = lo + quietest * frame + frame // 2
-        bounds.append((start, cut))
-        start = cut
-    bounds.append((start, n))
-    return bounds
-
-
 def export_serving_model(model, tf_transform_output, preset: config.Preset,
                          export_dir: str) -> str:
     module = MoonshineServingModule(model, tf_transform_output, preset)
@@ -173,3 +174,19 @@ def export_serving_model(model, tf_transform_output, preset: config.Preset,
     with tf.io.gfile.GFile(os.path.join(export_dir, PRESET_ASSET), "w") as f:
         json.dump(config.preset_to_dict(preset), f, indent=2)
     return export_dir
+
+
+def export_fn(args: ExportArgs) -> None:
+    """ModelExporter entry point: the serving SavedModel of a trained model,
+    decoding as args.decode says, with training's history and loss curve."""
+    import tensorflow_transform as tft
+
+    model, preset = load_trained(args.trained_model_dir)
+    preset = dataclasses.replace(preset, decode=args.decode)
+    export_serving_model(model, tft.TFTransformOutput(args.transform_output),
+                         preset, args.serving_model_dir)
+    for name in (HISTORY_FILE, LOSS_CURVE_FILE):
+        source = os.path.join(args.trained_model_dir, name)
+        if tf.io.gfile.exists(source):
+            tf.io.gfile.copy(source, os.path.join(args.serving_model_dir,
+                                                  name), overwrite=True)

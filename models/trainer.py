@@ -1,281 +1,39 @@
-"""The Trainer's `run_fn`: Transform output in, a serving SavedModel out.
+"""The Trainer's `run_fn`: Transform output in, trained weights out.
 
-Teacher-forced cross-entropy with label smoothing, plus a training-only CTC
-loss on the encoder (hybrid CTC/attention as in ESPnet) that makes the
-encoder align audio and tokens early; the exported model is the plain
-Moonshine encoder-decoder.
+Teacher-forced cross-entropy with label smoothing plus the training-only CTC
+loss (models/losses.py), on bucketed batches (models/data.py) augmented in
+the train step (models/augment.py), under the strategy and precision that
+models/distribution.py picks. The Trainer's model artifact holds the weights
+and the preset that trained them (models/serving.save_trained); the
+ModelExporter component turns them into the serving model, so decoding
+settings never re-train.
 """
 
 from __future__ import annotations
 
-import bisect
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+import time
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from models import augment
 from models import config
+from models import data
+from models import distribution
+from models import losses
 from models import moonshine
 from models import serving
 from models import weights
 
-# Length buckets grow geometrically, so padding inside a batch stays under
-# 1 - 1/BUCKET_RATIO whatever the utterance length (as Lhotse's and icefall's
-# duration buckets do), from the shortest clip worth a bucket to the longest
-# utterance ingestion lets through.
-BUCKET_RATIO = 1.1
-MIN_BUCKET_SECONDS = 1.0
-SHUFFLE_BUFFER = 2048
-# Token sequences pad to a multiple of this under static_shapes (XLA).
-TOKEN_PAD_MULTIPLE = 16
-LOSS_CURVE_FILE = "loss_curve.png"
-HISTORY_FILE = "history.json"
 
-
-# --- Input pipeline -------------------------------------------------------
-
-def _parse(feature_spec: Dict, n_mels: int, frontend: str = "log_mel"):
-    """Transformed example -> (model inputs, targets); the inputs are
-    log-mel frames [frames, n_mels] or, for the waveform front end, the
-    samples [samples], with their length in the same unit."""
-    def parse(serialized):
-        ex = tf.io.parse_single_example(serialized, feature_spec)
-        if frontend == "waveform":
-            inputs = tf.sparse.to_dense(ex[config.WAVEFORM_KEY])
-            lengths = ex[config.NUM_SAMPLES_KEY]
-        else:
-            inputs = tf.reshape(tf.sparse.to_dense(ex[config.LOG_MEL_KEY]),
-                                [-1, n_mels])
-            lengths = ex[config.NUM_FRAMES_KEY]
-        tokens = tf.cast(tf.sparse.to_dense(ex[config.TOKENS_KEY]), tf.int32)
-        features = {
-            "features": inputs,
-            "lengths": tf.cast(lengths, tf.int32),
-            "tokens": tokens[:-1],
-        }
-        return features, tokens[1:]
-    return parse
-
-
-def lengths_per_second(frontend: str = "log_mel") -> float:
-    """Units of a model input's length per second: frames or samples."""
-    if frontend == "waveform":
-        return float(config.SAMPLE_RATE)
-    return 1.0 / config.HOP_SECONDS
-
-
-def bucket_boundaries(max_seconds: float = config.MAX_AUDIO_SECONDS,
-                      per_second: float = lengths_per_second()) -> List[int]:
-    """Length bucket edges from MIN_BUCKET_SECONDS to max_seconds, in
-    frames (default) or `per_second` units."""
-    edge = MIN_BUCKET_SECONDS * per_second
-    edges = []
-    while edge < max_seconds * per_second:
-        edges.append(int(round(edge)))
-        edge *= BUCKET_RATIO
-    return edges
-
-
-def bucket_batch_sizes(boundaries: List[int], batch_size: int,
-                       batch_seconds: float = 0.0,
-                       per_second: float = lengths_per_second(),
-                       max_seconds: float = config.MAX_AUDIO_SECONDS
-                       ) -> List[int]:
-    """Utterances per batch for each bucket: batch_size, or as many as fit
-    in batch_seconds of padded audio (at least one)."""
-    if not batch_seconds:
-        return [batch_size] * (len(boundaries) + 1)
-    # A bucket's batch pads to its longest member, below its upper edge.
-    uppers = [b / per_second for b in boundaries] + [max_seconds]
-    return [max(1, int(batch_seconds // upper)) for upper in uppers]
-
-
-def bucket_plan(batch_size: int, batch_seconds: float = 0.0,
-                frontend: str = "log_mel",
-                max_seconds: float = config.MAX_AUDIO_SECONDS
-                ) -> Tuple[List[int], List[int]]:
-    """(bucket edges, utterances per batch of each bucket) in the front
-    end's length unit, up to the longest utterance ingestion lets through."""
-    per_second = lengths_per_second(frontend)
-    boundaries = bucket_boundaries(max_seconds, per_second)
-    return boundaries, bucket_batch_sizes(boundaries, batch_size,
-                                          batch_seconds, per_second,
-                                          max_seconds)
-
-
-def count_batches(lengths: List[int], boundaries: List[int],
-                  batch_sizes: List[int]) -> int:
-    """Full batches one pass of utterances of these lengths fills when
-    bucketed (training repeats the data before bucketing, so no batch is
-    partial): len(lengths) / batch_size when every bucket has that size."""
-    counts = [0] * len(batch_sizes)
-    for n in lengths:
-        counts[bisect.bisect_right(boundaries, n)] += 1
-    return math.ceil(round(sum(c / size for c, size in zip(counts, batch_sizes)), 6))
-
-
-def batch_by_length(ds: tf.data.Dataset, batch_size: int,
-                    n_mels: int, frontend: str = "log_mel",
-                    batch_seconds: float = 0.0,
-                    static_shapes: bool = False,
-                    max_seconds: float = config.MAX_AUDIO_SECONDS
-                    ) -> tf.data.Dataset:
-    """Padded batches of utterances of similar length (bucketed).
-
-    static_shapes pads each batch to its bucket's upper edge and the tokens
-    to a multiple of TOKEN_PAD_MULTIPLE, so an XLA-compiled step sees a few
-    dozen shapes instead of one per batch; max_seconds is then the longest
-    utterance ingestion let through (the last bucket's edge).
-    """
-    boundaries, sizes = bucket_plan(batch_size, batch_seconds, frontend,
-                                    max_seconds)
-    if static_shapes:
-        boundaries = boundaries + [
-            int(max_seconds * lengths_per_second(frontend)) + 1]
-        sizes = sizes + sizes[-1:]
-    feature_shape = [None] if frontend == "waveform" else [None, n_mels]
-    ds = ds.bucket_by_sequence_length(
-        element_length_func=lambda x, y: x["lengths"],
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=sizes,
-        padded_shapes=({"features": feature_shape, "lengths": [],
-                        "tokens": [None]}, [None]),
-        padding_values=({"features": 0.0, "lengths": 0,
-                         "tokens": config.PAD_ID}, config.PAD_ID),
-        pad_to_bucket_boundary=static_shapes,
-        drop_remainder=False)
-    return ds.map(_pad_tokens) if static_shapes else ds
-
-
-def _pad_tokens(inputs, targets):
-    """Tokens and targets padded with PAD to a multiple of
-    TOKEN_PAD_MULTIPLE (masked out of every loss)."""
-    length = tf.shape(targets)[1]
-    pad = [[0, 0], [0, -length % TOKEN_PAD_MULTIPLE]]
-    inputs = dict(inputs, tokens=tf.pad(inputs["tokens"], pad,
-                                        constant_values=config.PAD_ID))
-    return inputs, tf.pad(targets, pad, constant_values=config.PAD_ID)
-
-
-def make_dataset(file_patterns: List[str], tf_transform_output,
-                 preset: config.Preset, training: bool,
-                 batch_size: Optional[int] = None,
-                 static_shapes: bool = False,
-                 max_seconds: float = config.MAX_AUDIO_SECONDS
-                 ) -> tf.data.Dataset:
-    """Bucketed, padded batches of (model inputs, target tokens).
-
-    Training data repeats before bucketing so that no bucket is flushed half
-    full at each epoch boundary.
-    """
-    files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
-    if not files:
-        raise ValueError(f"no transformed examples match {file_patterns}")
-    batch_size = batch_size or preset.train.batch_size
-    spec = tf_transform_output.transformed_feature_spec()
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if training:
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=preset.train.seed,
-                        reshuffle_each_iteration=True).repeat()
-    model = preset.model
-    ds = ds.map(_parse(spec, model.n_mels, model.frontend),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = batch_by_length(ds, batch_size, model.n_mels, model.frontend,
-                         preset.train.batch_seconds, static_shapes,
-                         max_seconds)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-# --- SpecAugment ------------------------------------------------------------
-
-def _band_masks(n_masks: int, extent, max_fraction: float, size: int,
-                batch) -> tf.Tensor:
-    """[batch, size] True where any of n_masks random bands covers a cell.
-
-    extent is each example's own size (scalar or [batch]); a band's width is
-    uniform in [0, max_fraction * extent] and it lies wholly inside the extent.
-    """
-    extent = tf.broadcast_to(tf.cast(extent, tf.float32), [batch])
-    positions = tf.range(size)[tf.newaxis, :]
-    covered = tf.zeros([batch, size], tf.bool)
-    for _ in range(n_masks):
-        width = tf.floor(tf.random.uniform([batch])
-                         * (max_fraction * extent + 1.0))
-        start = tf.floor(tf.random.uniform([batch])
-                         * tf.maximum(extent - width + 1.0, 1.0))
-        start, width = tf.cast(start, tf.int32), tf.cast(width, tf.int32)
-        covered |= ((positions >= start[:, tf.newaxis])
-                    & (positions < (start + width)[:, tf.newaxis]))
-    return covered
-
-
-def spec_augment(features: tf.Tensor, lengths: tf.Tensor,
-                 train_cfg: config.TrainConfig) -> tf.Tensor:
-    """Frequency and time masks over a padded [batch, frames, mels] batch.
-
-    Masked cells become 0, the training mean of the normalised log-mel; time
-    masks stay inside each utterance's own frames.
-    """
-    batch, n_frames = tf.shape(features)[0], tf.shape(features)[1]
-    n_mels = features.shape[-1]
-    keep = tf.ones_like(features, tf.bool)
-    if train_cfg.freq_masks:
-        keep &= ~_band_masks(train_cfg.freq_masks, n_mels,
-                             train_cfg.freq_mask_fraction, n_mels,
-                             batch)[:, tf.newaxis, :]
-    if train_cfg.time_masks:
-        keep &= ~_band_masks(train_cfg.time_masks, lengths,
-                             train_cfg.time_mask_fraction, n_frames,
-                             batch)[:, :, tf.newaxis]
-    return tf.where(keep, features, tf.zeros_like(features))
-
-
-def _interpolate(features: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-    """Linear interpolation of [batch, time, mels] at fractional mel positions
-    [batch, mels]."""
-    n_mels = features.shape[-1]
-    low = tf.clip_by_value(tf.floor(positions), 0.0, n_mels - 1.0)
-    frac = (positions - low)[:, tf.newaxis, :]
-    low = tf.cast(low, tf.int32)
-    high = tf.minimum(low + 1, n_mels - 1)
-    take = lambda idx: tf.gather(features, idx, axis=2, batch_dims=1)  # noqa
-    return take(low) * (1.0 - frac) + take(high) * frac
-
-
-def perturb(features: tf.Tensor, lengths: tf.Tensor,
-            train_cfg: config.TrainConfig):
-    """Random time stretch (per batch) and mel-axis warp (per utterance).
-
-    Returns the perturbed features and their new lengths in frames.
-    """
-    if train_cfg.time_stretch:
-        rate = tf.random.uniform([], 1.0 - train_cfg.time_stretch,
-                                 1.0 + train_cfg.time_stretch)
-        n_frames = tf.cast(tf.shape(features)[1], tf.float32)
-        new_frames = tf.maximum(tf.cast(tf.round(n_frames * rate), tf.int32), 1)
-        features = tf.image.resize(features[..., tf.newaxis],
-                                   [new_frames, features.shape[-1]])[..., 0]
-        lengths = tf.minimum(
-            tf.cast(tf.round(tf.cast(lengths, tf.float32) * rate), tf.int32),
-            new_frames)
-    if train_cfg.freq_warp:
-        batch, n_mels = tf.shape(features)[0], features.shape[-1]
-        warp = tf.random.uniform([batch, 1], 1.0 - train_cfg.freq_warp,
-                                 1.0 + train_cfg.freq_warp)
-        # A warp above 1 moves formants up, as a shorter vocal tract does.
-        positions = tf.range(n_mels, dtype=tf.float32)[tf.newaxis, :] / warp
-        features = _interpolate(features, positions)
-    return features, lengths
-
-
-# --- Model, loss, schedule ------------------------------------------------
+# --- Schedule and model ---------------------------------------------------
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to max_lr, then cosine decay to min_lr_ratio * max_lr."""
@@ -312,96 +70,66 @@ class Seq2SeqTrainer(keras.Model):
         self.moonshine = moonshine.Moonshine(model_config)
         self.model_config = model_config
         self.train_config = train_config
-        self.vocab_size = model_config.vocab_size
         # The CTC blank reuses PAD's id: PAD never appears inside a label.
         self.ctc_head = keras.layers.Dense(model_config.vocab_size,
                                            name="ctc_head")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
-        self.ctc_tracker = keras.metrics.Mean(name="ctc_loss")
-        self.acc_tracker = keras.metrics.Mean(name="token_accuracy")
+        self.trackers = [keras.metrics.Mean(name=name) for name in
+                         ("loss", "ce_loss", "ctc_loss", "token_accuracy")]
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.ce_tracker, self.ctc_tracker,
-                self.acc_tracker]
+        return self.trackers
 
     def call(self, inputs, training=False):
         return self.moonshine(inputs, training=training)
 
     def _compute_losses(self, inputs, targets, training):
+        """(loss, cross-entropy, CTC, token accuracy) of one batch."""
         features, lengths = inputs["features"], inputs["lengths"]
-        # SpecAugment, time stretch and mel warp act on log-mel cells: the
-        # waveform front end trains on the audio as ingested, unaugmented.
-        if training and self.model_config.frontend == "log_mel":
-            features, lengths = perturb(features, lengths, self.train_config)
-            features = spec_augment(features, lengths, self.train_config)
+        if training and self.model_config.front_end.augmentable:
+            features, lengths = augment.augment(features, lengths,
+                                                self.train_config)
         encoded, encoded_lengths = self.moonshine.encode(
             features, lengths, training=training)
-        # Losses in float32 whatever the compute dtype (mixed precision).
         logits = tf.cast(self.moonshine.decode(
             inputs["tokens"], encoded, encoded_lengths, training=training),
             tf.float32)
-        mask = tf.cast(tf.not_equal(targets, config.PAD_ID), tf.float32)
-        n_tokens = tf.maximum(tf.reduce_sum(mask), 1.0)
-        one_hot = tf.one_hot(targets, self.vocab_size)
-        smoothing = self.train_config.label_smoothing
-        smooth = one_hot * (1.0 - smoothing) + smoothing / self.vocab_size
-        ce = tf.nn.softmax_cross_entropy_with_logits(smooth, logits)
-        ce = tf.reduce_sum(ce * mask) / n_tokens
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                   targets), tf.float32)
-        accuracy = tf.reduce_sum(correct * mask) / n_tokens
-
-        ctc = tf.constant(0.0)
+        ce, accuracy = losses.cross_entropy(
+            logits, targets, self.model_config.vocab_size,
+            self.train_config.label_smoothing)
         ctc_weight = self.train_config.ctc_weight
-        if ctc_weight > 0:
-            # CTC labels are the tokens alone: no <s>, no </s>.
-            labels = tf.where(tf.equal(targets, config.EOS_ID),
-                              config.PAD_ID, targets)
-            label_lengths = tf.reduce_sum(
-                tf.cast(tf.not_equal(labels, config.PAD_ID), tf.int32), -1)
-            ctc_logits = tf.cast(self.ctc_head(encoded), tf.float32)
-            per_example = tf.nn.ctc_loss(
-                labels=labels, logits=ctc_logits, label_length=label_lengths,
-                logit_length=encoded_lengths, logits_time_major=False,
-                blank_index=config.PAD_ID)
-            # An utterance too fast for the encoder's frame rate has no CTC
-            # alignment (infinite loss): it still trains through the decoder.
-            feasible = tf.math.is_finite(per_example)
-            per_example = tf.where(feasible, per_example, 0.0)
-            ctc = tf.reduce_sum(per_example) / tf.maximum(
-                tf.reduce_sum(tf.cast(label_lengths, tf.float32)
-                              * tf.cast(feasible, tf.float32)), 1.0)
-        loss = (1.0 - ctc_weight) * ce + ctc_weight * ctc
-        return loss, ce, ctc, accuracy
+        ctc = (losses.ctc(tf.cast(self.ctc_head(encoded), tf.float32),
+                          encoded_lengths, targets)
+               if ctc_weight > 0 else tf.constant(0.0))
+        return (1.0 - ctc_weight) * ce + ctc_weight * ctc, ce, ctc, accuracy
 
-    def _track(self, loss, ce, ctc, accuracy):
-        self.loss_tracker.update_state(loss)
-        self.ce_tracker.update_state(ce)
-        self.ctc_tracker.update_state(ctc)
-        self.acc_tracker.update_state(accuracy)
-        return {m.name: m.result() for m in self.metrics}
+    def _track(self, *values):
+        for tracker, value in zip(self.trackers, values):
+            tracker.update_state(value)
+        return {m.name: m.result() for m in self.trackers}
 
-    def train_step(self, data):
-        inputs, targets = data
+    def train_step(self, batch):
+        inputs, targets = batch
+        loss_scaling = isinstance(self.optimizer,
+                                  keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            loss, ce, ctc, accuracy = self._compute_losses(inputs, targets, True)
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-            loss_scaling = isinstance(self.optimizer,
-                                      keras.mixed_precision.LossScaleOptimizer)
+            values = self._compute_losses(inputs, targets, True)
+            scaled = values[0] / tf.distribute.get_strategy(
+            ).num_replicas_in_sync
             if loss_scaling:  # float16: keep small gradients representable
                 scaled = self.optimizer.get_scaled_loss(scaled)
         grads = tape.gradient(scaled, self.trainable_variables)
         if loss_scaling:
             grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._track(loss, ce, ctc, accuracy)
+        return self._track(*values)
 
-    def test_step(self, data):
-        inputs, targets = data
+    def test_step(self, batch):
+        inputs, targets = batch
         return self._track(*self._compute_losses(inputs, targets, False))
 
+
+# --- Fault tolerance and the training loop --------------------------------
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Fails loudly, naming the step, instead of exporting a broken model."""
@@ -416,6 +144,28 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "or lower max_lr")
 
 
+class EpochProgress(keras.callbacks.Callback):
+    """One progress line per epoch (config.PROGRESS_LOGGER), instead of
+    Keras' console output."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self._epochs = epochs
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in logs.items()
+                          if k in ("loss", "val_loss", "token_accuracy",
+                                   "val_token_accuracy"))
+        logging.getLogger(config.PROGRESS_LOGGER).info(
+            "epoch %d/%d: %s (%.0f s)", epoch + 1, self._epochs, shown,
+            time.time() - self._started)
+
+
 class StepAndEpochBackup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore that, given save_freq=N steps, also backs up at each
     epoch end, so a kill loses at most N steps and never a finished epoch."""
@@ -428,126 +178,6 @@ class StepAndEpochBackup(keras.callbacks.BackupAndRestore):
             self._backup(epoch=epoch)
 
 
-def _example_lengths(file_patterns: List[str], tf_transform_output,
-                     frontend: str) -> List[int]:
-    """Each transformed example's input length (frames or samples), read
-    without decoding its features."""
-    files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
-    key = (config.NUM_SAMPLES_KEY if frontend == "waveform"
-           else config.NUM_FRAMES_KEY)
-    spec = {key: tf_transform_output.transformed_feature_spec()[key]}
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
-        lambda x: tf.reshape(tf.io.parse_single_example(x, spec)[key], [-1]))
-    return [int(n[0]) for n in ds.as_numpy_iterator()]
-
-
-def strategy_kind(tf_config: Optional[str], n_gpus: int) -> str:
-    """'multi_worker' when TF_CONFIG names several workers (the TFX Trainer
-    on Vertex AI or a TFJob sets it per replica), 'mirrored' over several
-    local GPUs, else 'default'."""
-    cluster = json.loads(tf_config or "{}").get("cluster", {})
-    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
-        return "multi_worker"
-    return "mirrored" if n_gpus > 1 else "default"
-
-
-def is_chief(tf_config: Optional[str]) -> bool:
-    """Whether this replica writes the model (the chief, or worker 0 of a
-    cluster without one); every other replica exports to a scratch dir."""
-    parsed = json.loads(tf_config or "{}")
-    task = parsed.get("task", {})
-    if not task:
-        return True
-    if task.get("type") == "chief":
-        return True
-    return (task.get("type") == "worker" and int(task.get("index", 0)) == 0
-            and "chief" not in parsed.get("cluster", {}))
-
-
-def _strategy() -> tf.distribute.Strategy:
-    kind = strategy_kind(os.environ.get("TF_CONFIG"),
-                         len(tf.config.list_physical_devices("GPU")))
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def gpu_capabilities() -> List[Tuple[int, int]]:
-    """CUDA compute capability of each local GPU ([] on a CPU host)."""
-    return [tuple(tf.config.experimental.get_device_details(g).get(
-        "compute_capability", (0, 0)))
-        for g in tf.config.list_physical_devices("GPU")]
-
-
-def resolve_precision(train_config: config.TrainConfig,
-                      capabilities: Optional[List[Tuple[int, int]]] = None
-                      ) -> str:
-    """The Keras dtype policy TrainConfig.precision asks for on this host
-    (capabilities: gpu_capabilities(), by default queried)."""
-    if train_config.precision != "auto":
-        return train_config.precision
-    if capabilities is None:
-        capabilities = gpu_capabilities()
-    if not capabilities:
-        return "float32"
-    # bfloat16 needs Ampere (8.0) or newer, and no loss scaling.
-    return ("mixed_bfloat16" if min(capabilities) >= (8, 0)
-            else "mixed_float16")
-
-
-def resolve_jit_compile(train_config: config.TrainConfig,
-                        capabilities: Optional[List[Tuple[int, int]]] = None
-                        ) -> bool:
-    """TrainConfig.jit_compile, or XLA exactly when there is a GPU."""
-    if train_config.jit_compile is not None:
-        return train_config.jit_compile
-    if capabilities is None:
-        capabilities = gpu_capabilities()
-    return bool(capabilities)
-
-
-def save_loss_curve(history: Dict[str, List[float]], path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = range(1, len(history.get("loss", [])) + 1)
-    ax.plot(epochs, history.get("loss", []), label="train")
-    if history.get("val_loss"):
-        ax.plot(epochs, history["val_loss"], label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("Moonshine training loss")
-    ax.legend()
-    fig.tight_layout()
-    with tf.io.gfile.GFile(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-
-
-def resolve_preset(custom_config: Optional[Dict]) -> config.Preset:
-    custom_config = custom_config or {}
-    preset = custom_config.get("preset", "demo")
-    if isinstance(preset, dict):
-        return config.preset_from_dict(preset)
-    return config.get_preset(preset)
-
-
-@contextlib.contextmanager
-def _dtype_policy(name: str):
-    """Keras' global dtype policy set to `name` inside the block only:
-    layers take the policy in force when they are constructed."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def build_trainer(preset: config.Preset, total_steps: int,
                   strategy: Optional[tf.distribute.Strategy] = None
                   ) -> Seq2SeqTrainer:
@@ -557,10 +187,10 @@ def build_trainer(preset: config.Preset, total_steps: int,
     state in full when a run resumes, and logs the real parameter count.
     """
     train_cfg = preset.train
-    precision = resolve_precision(train_cfg)
-    jit_compile = resolve_jit_compile(train_cfg)
-    with _dtype_policy(precision):
-        with (strategy or _strategy()).scope():
+    precision = distribution.resolve_precision(train_cfg)
+    jit_compile = distribution.resolve_jit_compile(train_cfg)
+    with distribution.dtype_policy(precision):
+        with (strategy or distribution.make_strategy()).scope():
             trainer = Seq2SeqTrainer(preset.model, train_cfg)
             schedule = WarmupCosine(train_cfg.max_lr, train_cfg.warmup_steps,
                                     total_steps, train_cfg.min_lr_ratio)
@@ -584,18 +214,6 @@ def build_trainer(preset: config.Preset, total_steps: int,
     return trainer
 
 
-def float32_model(model: moonshine.Moonshine) -> moonshine.Moonshine:
-    """The model itself if it computes in float32, else a float32 copy with
-    its weights (variables are float32 under mixed precision too): the
-    serving graph runs in float32 on any device."""
-    if model.compute_dtype == "float32":
-        return model
-    with _dtype_policy("float32"):
-        copy = moonshine.Moonshine(model.model_config)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _n_params(model: keras.Model) -> int:
     return sum(int(tf.size(v)) for v in model.trainable_variables)
 
@@ -609,7 +227,7 @@ def backup_dir_for(base_dir: str, preset: config.Preset,
     while a changed model, schedule or new data starts fresh (decoding
     settings only shape the export, so they do not count).
     """
-    trained = config.preset_to_dict(preset)
+    trained = config.training_dict(preset)
     key = hashlib.sha256(json.dumps(
         [trained["model"], trained["train"], sorted(inputs)],
         sort_keys=True).encode()).hexdigest()[:16]
@@ -631,6 +249,7 @@ def fit(trainer: Seq2SeqTrainer, train_ds: tf.data.Dataset,
     epochs = max(1, math.ceil(total_steps / steps_per_epoch))
     all_callbacks = [
         StopOnNonFiniteLoss(),
+        EpochProgress(epochs),
         StepAndEpochBackup(backup_dir,
                            save_freq=checkpoint_every_steps or "epoch"),
     ]
@@ -643,14 +262,54 @@ def fit(trainer: Seq2SeqTrainer, train_ds: tf.data.Dataset,
     history = trainer.fit(
         train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
         validation_data=eval_ds, validation_steps=eval_steps,
-        callbacks=all_callbacks + list(callbacks or []), verbose=2)
+        callbacks=all_callbacks + list(callbacks or []), verbose=0)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+# --- Reports and entry point ----------------------------------------------
+
+def save_loss_curve(history: Dict[str, List[float]], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = range(1, len(history.get("loss", [])) + 1)
+    ax.plot(epochs, history.get("loss", []), label="train")
+    if history.get("val_loss"):
+        ax.plot(epochs, history["val_loss"], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Moonshine training loss")
+    ax.legend()
+    fig.tight_layout()
+    with tf.io.gfile.GFile(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def resolve_preset(custom_config: Optional[Dict]) -> config.Preset:
+    preset = (custom_config or {}).get("preset", config.DEFAULT_PRESET)
+    if isinstance(preset, dict):
+        return config.preset_from_dict(preset)
+    return config.get_preset(preset)
+
+
+def steps_per_epoch(tf_transform_output, preset: config.Preset,
+                    max_seconds: float) -> int:
+    """Batches one pass of the training data fills, from Transform's counts
+    of its input lengths (data.length_counts): no pass over the data."""
+    plan = data.bucket_plan(preset.train.batch_size,
+                            preset.train.batch_seconds,
+                            preset.model.front_end, max_seconds)
+    return max(1, data.count_batches(data.length_counts(tf_transform_output),
+                                     *plan))
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
     # MultiWorkerMirroredStrategy must exist before any other TF op runs.
-    strategy = _strategy()
+    strategy = distribution.make_strategy()
     custom_config = fn_args.custom_config or {}
     preset = resolve_preset(custom_config)
     train_cfg = preset.train
@@ -658,58 +317,45 @@ def run_fn(fn_args) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
     # XLA compiles once per input shape: give it a few dozen, not hundreds.
-    static_shapes = resolve_jit_compile(train_cfg)
+    static_shapes = distribution.resolve_jit_compile(train_cfg)
     max_seconds = float(custom_config.get("max_audio_seconds",
                                           config.MAX_AUDIO_SECONDS))
-    train_ds = make_dataset(fn_args.train_files, tf_transform_output, preset,
-                            training=True, static_shapes=static_shapes,
-                            max_seconds=max_seconds)
-    eval_ds = make_dataset(fn_args.eval_files, tf_transform_output, preset,
-                           training=False, static_shapes=static_shapes,
-                           max_seconds=max_seconds)
-    lengths = _example_lengths(fn_args.train_files, tf_transform_output,
-                               preset.model.frontend)
-    # An epoch is one pass's worth of the batches make_dataset forms (the
-    # training data repeats).
-    steps_per_epoch = max(1, count_batches(lengths, *bucket_plan(
-        train_cfg.batch_size, train_cfg.batch_seconds, preset.model.frontend,
-        max_seconds)))
-    per_second = lengths_per_second(preset.model.frontend)
+    train_ds, eval_ds = (
+        data.make_dataset(files, tf_transform_output, preset,
+                          training=training, static_shapes=static_shapes,
+                          max_seconds=max_seconds)
+        for files, training in ((fn_args.train_files, True),
+                                (fn_args.eval_files, False)))
+    epoch_steps = steps_per_epoch(tf_transform_output, preset, max_seconds)
     total_steps = fn_args.train_steps or train_cfg.train_steps or (
-        steps_per_epoch * train_cfg.epochs)
-    steps_per_epoch = min(steps_per_epoch, total_steps)
+        epoch_steps * train_cfg.epochs)
+    epoch_steps = min(epoch_steps, total_steps)
     eval_steps = fn_args.eval_steps or train_cfg.eval_steps or None
-    logging.info("training %s: %d examples (%.2f h), %d steps of %d per "
-                 "epoch", preset.name, len(lengths),
-                 sum(lengths) / per_second / 3600, total_steps,
-                 steps_per_epoch)
+    logging.info("training %s: %d steps of %d per epoch", preset.name,
+                 total_steps, epoch_steps)
 
     trainer = build_trainer(preset, total_steps, strategy)
     # Fine-tuning starts from imported weights; a resumed backup overrides.
     weights.load_initial_weights(trainer.moonshine,
                                  custom_config.get("init_from"))
     run_dir = fn_args.model_run_dir
-    backup_base = custom_config.get("backup_dir") or os.path.join(
-        run_dir, "backup")
     backup_dir = backup_dir_for(
-        backup_base, preset,
-        list(fn_args.train_files) + [fn_args.transform_output])
-    hist = fit(trainer, train_ds, eval_ds, total_steps, steps_per_epoch,
+        custom_config.get("backup_dir") or os.path.join(run_dir, "backup"),
+        preset, list(fn_args.train_files) + [fn_args.transform_output])
+    hist = fit(trainer, train_ds, eval_ds, total_steps, epoch_steps,
                backup_dir, log_dir=run_dir, eval_steps=eval_steps,
                checkpoint_every_steps=train_cfg.checkpoint_every_steps,
                early_stopping_patience=train_cfg.early_stopping_patience)
 
-    serving_model_dir = fn_args.serving_model_dir
-    if not is_chief(os.environ.get("TF_CONFIG")):
-        # Every replica must run the export (it is collective); only the
-        # chief's lands where the Trainer's output artifact points.
-        serving_model_dir = os.path.join(run_dir, "non_chief_export")
-    serving.export_serving_model(float32_model(trainer.moonshine),
-                                 tf_transform_output, preset,
-                                 serving_model_dir)
-    with tf.io.gfile.GFile(os.path.join(serving_model_dir,
-                                        HISTORY_FILE), "w") as f:
+    output_dir = fn_args.serving_model_dir
+    if not distribution.is_chief(os.environ.get("TF_CONFIG")):
+        # Every replica saves (saving can be collective); only the chief's
+        # lands where the Trainer's output artifact points.
+        output_dir = os.path.join(run_dir, "non_chief_model")
+    serving.save_trained(trainer.moonshine, preset, output_dir)
+    with tf.io.gfile.GFile(os.path.join(output_dir, serving.HISTORY_FILE),
+                           "w") as f:
         json.dump({"preset": preset.name, "steps": total_steps,
                    "epochs": len(hist.get("loss", [])), "history": hist},
                   f, indent=2)
-    save_loss_curve(hist, os.path.join(serving_model_dir, LOSS_CURVE_FILE))
+    save_loss_curve(hist, os.path.join(output_dir, serving.LOSS_CURVE_FILE))

@@ -257,7 +257,7 @@ def _hf_map(model) -> Dict[str, Tuple[object, Callable]]:
         m[name] = (layer.gamma, _same)
 
     encoder, decoder = model.encoder, model.decoder
-    if model.model_config.frontend == "waveform":
+    if model.model_config.frontend == cfg.WAVEFORM_FRONTEND:
         stem = encoder.frontend
         m["model.encoder.conv1.weight"] = (stem.conv1.kernel, _conv)
         m["model.encoder.groupnorm.weight"] = (stem.norm.gamma, _same)
@@ -361,7 +361,8 @@ def plan_import(model, checkpoint: Checkpoint
         if name not in targets:
             if _is_stem(name):
                 skipped[name] = (f"the model's front end is "
-                                 f"{config.frontend!r}, not 'waveform'")
+                                 f"{config.frontend!r}, not "
+                                 f"{cfg.WAVEFORM_FRONTEND!r}")
                 continue
             raise CheckpointError(
                 f"{checkpoint.source}: {name} {value.shape} has no "

@@ -24,12 +24,14 @@ submits). What differs from the local run:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import re
 from typing import Dict, List, Optional, Sequence, Union
 
-from models import config
+from pipeline import beam
+from pipeline.options import RunOptions
 
 REMOTE_SCHEMES = ("gs://", "s3://")
 # Where the Dockerfile puts the repo (WORKDIR); paths below are in the image.
@@ -38,15 +40,11 @@ IMAGE_SCHEMA_FILE = posixpath.join(IMAGE_APP_DIR, "schemas", "schema.pbtxt")
 IMAGE_EMBEDDED_CORPUS = posixpath.join(IMAGE_APP_DIR, "data",
                                        "embedded-corpus")
 
-# DirectRunner over every core of the component's pod. Replace with
-# --beam-arg for Dataflow/Flink/Spark (see README, "Beam runners").
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing",
-                     "--direct_num_workers=0")
 DEFAULT_GPU_TYPE = "nvidia.com/gpu"
 DEFAULT_TRAINER_CPU = "8"
 DEFAULT_TRAINER_MEMORY = "32G"
+# A cluster trains the paper's tiny by default (a laptop, the demo preset).
 DEFAULT_PRESET = "tiny"
-DEFAULT_PIPELINE_NAME = "moonshine-tfx"
 
 # Kubernetes quantity suffixes relative to the GB that KFP's ResourceSpec uses.
 _MEMORY_UNITS_GB = {
@@ -64,7 +62,13 @@ def is_remote(uri: str) -> bool:
     return uri.startswith(REMOTE_SCHEMES)
 
 
-def check_pipeline_root(pipeline_root: str) -> str:
+def _is_local_absolute(uri: str) -> bool:
+    return uri.startswith("/") and "://" not in uri
+
+
+def check_pipeline_root(pipeline_root: str, allow_local: bool = False) -> str:
+    if allow_local and _is_local_absolute(pipeline_root):
+        return pipeline_root.rstrip("/") or "/"
     if not is_remote(pipeline_root):
         scheme = pipeline_root.split("://", 1)[0] + "://" \
             if "://" in pipeline_root else "a local path"
@@ -79,7 +83,7 @@ def check_pipeline_root(pipeline_root: str) -> str:
 
 def _check_container_path(option: str, uri: str) -> str:
     """A path read inside the pods: remote, or absolute in the image."""
-    if is_remote(uri) or (uri.startswith("/") and "://" not in uri):
+    if is_remote(uri) or _is_local_absolute(uri):
         return uri
     raise KubeflowConfigError(
         f"{option} {uri!r}: must be a gs:// or s3:// URI, or an absolute "
@@ -109,24 +113,30 @@ def parse_cpu(value: Union[str, float, int]) -> float:
                            "8, 7.5 or 500m")
 
 
-def trainer_resources(gpus: int = 1, cpu: Union[str, float] = DEFAULT_TRAINER_CPU,
-                      memory: Union[str, float] = DEFAULT_TRAINER_MEMORY,
-                      gpu_type: str = DEFAULT_GPU_TYPE):
-    """The Trainer's ResourceSpec: GPU count/type, CPU and memory limits."""
-    from kfp.pipeline_spec import pipeline_spec_pb2
+@dataclasses.dataclass(frozen=True)
+class TrainerResources:
+    """What the Trainer's pod asks for: GPUs, CPU and memory limits."""
+    gpus: int = 1
+    cpu: Union[str, float] = DEFAULT_TRAINER_CPU  # 8, 7.5, 500m
+    memory: Union[str, float] = DEFAULT_TRAINER_MEMORY  # 32G, 32Gi, 512Mi
+    gpu_type: str = DEFAULT_GPU_TYPE
 
-    if gpus < 0:
-        raise KubeflowConfigError(f"--gpus {gpus}: must be >= 0")
-    resource_spec = (pipeline_spec_pb2.PipelineDeploymentConfig
-                     .PipelineContainerSpec.ResourceSpec)
-    spec = resource_spec(cpu_limit=parse_cpu(cpu),
-                         memory_limit=parse_memory_gb(memory))
-    if gpus:
-        if not gpu_type:
-            raise KubeflowConfigError("--gpu-type must not be empty")
-        spec.accelerator.CopyFrom(resource_spec.AcceleratorConfig(
-            type=gpu_type, count=gpus))
-    return spec
+    def resource_spec(self):
+        """The KFP ResourceSpec (CPU in cores, memory in GB, accelerator)."""
+        from kfp.pipeline_spec import pipeline_spec_pb2
+
+        if self.gpus < 0:
+            raise KubeflowConfigError(f"--gpus {self.gpus}: must be >= 0")
+        resource_spec = (pipeline_spec_pb2.PipelineDeploymentConfig
+                         .PipelineContainerSpec.ResourceSpec)
+        spec = resource_spec(cpu_limit=parse_cpu(self.cpu),
+                             memory_limit=parse_memory_gb(self.memory))
+        if self.gpus:
+            if not self.gpu_type:
+                raise KubeflowConfigError("--gpu-type must not be empty")
+            spec.accelerator.CopyFrom(resource_spec.AcceleratorConfig(
+                type=self.gpu_type, count=self.gpus))
+        return spec
 
 
 def storage_notes(*uris: Optional[str]) -> List[str]:
@@ -140,63 +150,52 @@ def storage_notes(*uris: Optional[str]) -> List[str]:
 
 
 def compile_kubeflow(
+    options: RunOptions,
     image: str,
     pipeline_root: str,
     output: str = "pipeline.json",
     data_root: Optional[str] = None,
-    preset_name: str = DEFAULT_PRESET,
-    pipeline_name: str = DEFAULT_PIPELINE_NAME,
-    gpus: int = 1,
-    gpu_type: str = DEFAULT_GPU_TYPE,
-    trainer_cpu: Union[str, float] = DEFAULT_TRAINER_CPU,
-    trainer_memory: Union[str, float] = DEFAULT_TRAINER_MEMORY,
+    resources: TrainerResources = TrainerResources(),
     beam_args: Optional[Sequence[str]] = None,
     baseline_model_uri: Optional[str] = None,
     serving_model_dir: Optional[str] = None,
     schema_file: str = IMAGE_SCHEMA_FILE,
-    split_patterns: Optional[Dict[str, str]] = None,
-    train_steps: Optional[int] = None,
-    eval_steps: Optional[int] = None,
-    wer_upper_bound: Optional[float] = None,
-    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
-    enable_cache: bool = True,
-    vocabulary: Optional[str] = None,
-    frontend: Optional[str] = None,
-    beam_width: Optional[int] = None,
+    *,
+    allow_local_root: bool = False,
 ) -> str:
-    """Compiles the pipeline to `output`; returns its path.
+    """Compiles the pipeline of `options` to `output`; returns its path.
 
     `.yaml`/`.yml`: the PipelineSpec, the only form the open-source KFP UI and
     `kfp` client upload; otherwise the PipelineJob JSON that Vertex AI submits.
 
     Args:
+      options: the run's options (preset, splits, steps, gate, caching).
       image: the pipeline image (the repo's Dockerfile), e.g.
         `us-docker.pkg.dev/P/R/moonshine-tfx:0.1.0`; every component runs it.
       pipeline_root: gs:// or s3:// root of every artifact.
       output: where to write the compiled pipeline.
       data_root: LibriSpeech-layout root read by ExampleGen (gs://, s3:// or
         an absolute path in the image); default the image's embedded corpus.
-      preset_name: a models.config preset.
-      gpus: `nvidia.com/gpu` count for the Trainer (0: CPU training).
-      gpu_type: the accelerator resource; open-source KFP uses it verbatim as
-        the Kubernetes resource name. Vertex wants e.g. NVIDIA_TESLA_A100.
-      trainer_cpu, trainer_memory: the Trainer's CPU and memory limits
-        (`8`, `500m`; `32G`, `32Gi`).
+      resources: the Trainer pod's GPUs, CPU and memory.
       beam_args: Beam pipeline args of ExampleGen, StatisticsGen, Transform
-        and Evaluator; default DEFAULT_BEAM_ARGS.
-      baseline_model_uri: a Trainer `model` artifact URI (the directory that
+        and Evaluator; default beam.DEFAULT_KUBEFLOW_ARGS.
+      baseline_model_uri: an exported model artifact URI (the directory that
         holds `Format-Serving/`) imported as the Evaluator's baseline for the
-        no-regression check; without it only the absolute WER bound gates.
+        no-regression check; without it only the absolute bounds gate.
       serving_model_dir: where the Pusher copies blessed models; default
         `<pipeline_root>/<pipeline_name>/serving_model`.
       schema_file: the curated schema as the pods see it.
-      split_patterns, train_steps, eval_steps, wer_upper_bound,
-      max_audio_seconds, enable_cache, vocabulary, frontend, beam_width: as
-      for the
-      local run.
+      allow_local_root: also accept absolute local paths for the pipeline
+        root, the serving model dir and the baseline model. Only for
+        executing the compiled spec on this machine (tests/kfp_launcher.py);
+        a cluster's pods share no local disk, so the CLI never sets it.
     """
     # Every option is checked before TFX (seconds to import) is loaded.
-    pipeline_root = check_pipeline_root(pipeline_root)
+    pipeline_root = check_pipeline_root(pipeline_root, allow_local_root)
+
+    def shared(uri: str) -> bool:  # a place every pod can reach
+        return is_remote(uri) or (allow_local_root and _is_local_absolute(uri))
+
     if not image or any(c.isspace() for c in image):
         raise KubeflowConfigError(f"--image {image!r}: expected an image "
                                   "reference like REGISTRY/moonshine-tfx:TAG")
@@ -204,45 +203,36 @@ def compile_kubeflow(
         "--data-root", data_root or IMAGE_EMBEDDED_CORPUS)
     schema_file = _check_container_path("--schema-file", schema_file)
     if serving_model_dir is None:
-        serving_model_dir = posixpath.join(pipeline_root, pipeline_name,
+        serving_model_dir = posixpath.join(pipeline_root,
+                                           options.pipeline_name,
                                            "serving_model")
-    elif not is_remote(serving_model_dir):
+    elif not shared(serving_model_dir):
         raise KubeflowConfigError(
             f"--serving-model-dir {serving_model_dir!r}: must be a gs:// or "
             "s3:// URI (a pod's local disk is gone when the Pusher exits)")
-    if baseline_model_uri is not None and not is_remote(baseline_model_uri):
+    if baseline_model_uri is not None and not shared(baseline_model_uri):
         raise KubeflowConfigError(
             f"--baseline-model {baseline_model_uri!r}: must be a gs:// or "
-            "s3:// URI of a Trainer model artifact")
-    resources = trainer_resources(gpus, trainer_cpu, trainer_memory, gpu_type)
+            "s3:// URI of an exported model artifact")
+    resource_spec = resources.resource_spec()
 
     from tfx import v1 as tfx
 
     from pipeline import pipeline as pipeline_def
 
     p = pipeline_def.create_pipeline(
-        pipeline_name=pipeline_name,
+        options,
         pipeline_root=pipeline_root,
         data_root=data_root,
         serving_model_dir=serving_model_dir,
-        preset=pipeline_def.with_model_options(
-            config.get_preset(preset_name), vocabulary, frontend,
-            beam_width),
         metadata_connection_config=None,  # KFP brings its own ML Metadata
-        beam_pipeline_args=list(beam_args or DEFAULT_BEAM_ARGS),
-        split_patterns=split_patterns,
-        train_steps=train_steps,
-        eval_steps=eval_steps,
-        wer_upper_bound=wer_upper_bound,
-        max_audio_seconds=max_audio_seconds,
+        beam_pipeline_args=beam.kubeflow_args(beam_args),
         schema_file=schema_file,
-        enable_cache=enable_cache,
         use_resolver=False,
         baseline_model_uri=baseline_model_uri)
-    trainers = [c for c in p.components
-                if isinstance(c, tfx.components.Trainer)]
-    assert len(trainers) == 1, trainers
-    trainers[0].with_platform_config(resources)
+    (trainer,) = [c for c in p.components
+                  if isinstance(c, tfx.components.Trainer)]
+    trainer.with_platform_config(resource_spec)
 
     # Schema 2.1.0: what the kfp 2.x SDK emits and the KFP 2 backend reads
     # (`constant` parameter values, `parameterType`); Vertex reads it too.

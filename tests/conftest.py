@@ -13,6 +13,16 @@ if REPO_ROOT not in sys.path:
 
 EMBEDDED_CORPUS = os.path.join(REPO_ROOT, "data", "embedded-corpus")
 
+
+def tiny_preset(**train_overrides):
+    """The ci preset with these TrainConfig fields replaced."""
+    import dataclasses
+    from models import config
+
+    preset = config.get_preset("ci")
+    return dataclasses.replace(
+        preset, train=dataclasses.replace(preset.train, **train_overrides))
+
 # Real pipeline runs shared by test_gating, test_lineage and test_report
 # (session scope: run once however many of those files are selected).
 from gating_runs import gated_runs  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """The pipeline's own ExampleGen and Transform, run on a few real utterances.
 
 `ingest_and_transform(tmp, preset)` builds the pipeline with
-`create_pipeline(preset)` and runs the executors of its LibriSpeechExampleGen
+`create_pipeline(RunOptions(preset))` and runs the executors of its LibriSpeechExampleGen
 and Transform exactly as wired there (their exec properties, the curated
 schema), without an orchestrator: seconds, not a pipeline run. The corpus is
 a few utterances of each embedded subset (`tiny_corpus`).
@@ -61,12 +61,13 @@ def ingest_and_transform(tmp: str, preset) -> Steps:
     from components.librispeech_example_gen.component import (
         LibriSpeechExampleGen)
     from pipeline import pipeline as pipeline_def
+    from pipeline.options import RunOptions
 
     data_root = tiny_corpus(os.path.join(tmp, "corpus"))
     p = pipeline_def.create_pipeline(
-        pipeline_name="steps", pipeline_root=os.path.join(tmp, "root"),
-        data_root=data_root, serving_model_dir=os.path.join(tmp, "serving"),
-        preset=preset, use_resolver=False)
+        RunOptions(preset, pipeline_name="steps"),
+        pipeline_root=os.path.join(tmp, "root"), data_root=data_root,
+        serving_model_dir=os.path.join(tmp, "serving"), use_resolver=False)
     (example_gen,) = [c for c in p.components
                       if isinstance(c, LibriSpeechExampleGen)]
     (transform,) = [c for c in p.components

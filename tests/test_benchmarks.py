@@ -42,7 +42,7 @@ def test_encoder_flops_grow_with_audio_and_stay_below_whisper():
                                     "bench_decoding.py", "bench_training.py"])
 def test_quick_mode_prints_ratio_last(script):
     if script == "bench_decoding.py":
-        from models import official
+        from benchmarks import official
         if official.official_model_py() is None:
             pytest.skip(official.INSTALL_HINT)
     proc = subprocess.run(

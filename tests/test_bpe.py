@@ -24,7 +24,7 @@ import pipeline_steps
 from conftest import EMBEDDED_CORPUS
 from models import bpe
 from models import config
-from models import official
+from benchmarks import official
 
 BPE = config.MOONSHINE_BPE_VOCABULARY
 
@@ -157,20 +157,14 @@ def test_model_config_vocabulary_is_validated_and_round_trips():
         ci.model.with_vocabulary("bpe")
 
 
-def test_cli_vocabulary_overrides_the_preset(monkeypatch, tmp_path):
-    from pipeline import cli
-    from pipeline import local_runner
+def test_cli_vocabulary_overrides_the_preset():
+    from tools import cli
 
-    seen = {}
-
-    def fake_run_local(**kwargs):
-        seen.update(kwargs)
-        raise cli.CliError("stop before the pipeline")
-
-    monkeypatch.setattr(local_runner, "run_local", fake_run_local)
-    assert cli.main(["run", "--preset", "ci", "--vocabulary", BPE,
-                     "--data-root", str(tmp_path)]) == 2
-    assert seen["vocabulary"] == BPE and seen["preset_name"] == "ci"
+    options = cli.options_from_args(cli.build_parser().parse_args(
+        ["run", "--preset", "ci", "--vocabulary", BPE]))
+    assert options.preset.name == "ci"
+    assert options.preset.model.vocabulary == BPE
+    assert options.preset.model.vocab_size == config.MOONSHINE_BPE_VOCAB_SIZE
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["run", "--vocabulary", "bpe"])
 
@@ -181,9 +175,7 @@ def test_cli_vocabulary_overrides_the_preset(monkeypatch, tmp_path):
 def bpe_steps(tmp_path_factory):
     """ExampleGen and Transform as create_pipeline wires them for the ci
     preset with the BPE vocabulary (`run --preset ci --vocabulary ...`)."""
-    from pipeline import pipeline as pipeline_def
-
-    preset = pipeline_def.with_model_options(config.get_preset("ci"), BPE)
+    preset = config.get_preset("ci").with_overrides(BPE)
     tmp = str(tmp_path_factory.mktemp("bpe_steps"))
     return preset, pipeline_steps.ingest_and_transform(tmp, preset), tmp
 

@@ -121,18 +121,20 @@ def _modules(packages):
                 yield f"{package}.{name[:-3]}"
 
 
-def test_setup_packages_are_the_three_top_level_ones():
+def test_setup_packages_are_the_four_top_level_ones():
     packages = _setup_packages()
     assert {p.split(".")[0] for p in packages} == {
-        "pipeline", "components", "models"}
-    assert "components.librispeech_example_gen" in packages
+        "pipeline", "tools", "components", "models"}
+    for package in ("components.librispeech_example_gen",
+                    "components.model_exporter", "components.pusher"):
+        assert package in packages
 
 
 def test_dockerignore_keeps_what_the_image_needs():
     patterns = [line.strip() for line in _read(".dockerignore").splitlines()
                 if line.strip() and not line.startswith("#")]
     needed = ["setup.py", "requirements.lock", "schemas", "data",
-              "pipeline", "components", "models"]
+              "pipeline", "tools", "components", "models"]
     for path in needed:
         assert not any(fnmatch.fnmatch(path, p) for p in patterns), path
     for junk in (".venv", ".git", "outputs"):

@@ -9,17 +9,19 @@ import os
 import pytest
 
 from models import config
-from pipeline import cli
+from pipeline import beam
 from pipeline import kubeflow_runner as kfr
+from pipeline import options as run_options
+from tools import cli
 
 IMAGE = "registry.example.com/ml/moonshine-tfx:0.1.0"
 ROOT = "gs://moonshine-bucket/pipeline-root"
-BASELINE = "gs://moonshine-bucket/releases/v1/Trainer/model"
+BASELINE = "gs://moonshine-bucket/releases/v1/ModelExporter/exported_model"
 DATA_COMPONENTS = ("LibriSpeechExampleGen", "StatisticsGen", "Transform",
                    "Evaluator")
 COMPONENTS = {"LibriSpeechExampleGen", "StatisticsGen", "ImportSchemaGen",
-              "ExampleValidator", "Transform", "Trainer", "Evaluator",
-              "Pusher"}
+              "ExampleValidator", "Transform", "Trainer", "ModelExporter",
+              "Evaluator", "Pusher"}
 
 
 class Spec:
@@ -44,10 +46,16 @@ class Spec:
             "runtimeValue"]["constant"]
 
 
-def _compile(tmp_path, name="pipeline.json", **kwargs):
+def _compile(tmp_path, name="pipeline.json", options=None, gpus=1,
+             trainer_cpu=kfr.DEFAULT_TRAINER_CPU,
+             trainer_memory=kfr.DEFAULT_TRAINER_MEMORY, **kwargs):
+    """compile_kubeflow with the default options (tiny) and resources."""
     kwargs.setdefault("image", IMAGE)
     kwargs.setdefault("pipeline_root", ROOT)
-    path = kfr.compile_kubeflow(output=str(tmp_path / name), **kwargs)
+    path = kfr.compile_kubeflow(
+        options or run_options.RunOptions.resolve(kfr.DEFAULT_PRESET),
+        output=str(tmp_path / name), resources=kfr.TrainerResources(
+            gpus=gpus, cpu=trainer_cpu, memory=trainer_memory), **kwargs)
     assert path == str(tmp_path / name)
     with open(path) as f:
         return Spec(json.load(f))
@@ -97,8 +105,9 @@ def test_trainer_requests_gpu_cpu_and_memory(default_spec, baseline_spec):
 
 
 def test_data_components_get_beam_args(default_spec, baseline_spec):
-    default = list(kfr.DEFAULT_BEAM_ARGS)
-    assert default == ["--direct_running_mode=multi_processing",
+    default = list(beam.DEFAULT_KUBEFLOW_ARGS)
+    assert default == ["--runner=FnApiRunner",
+                       "--direct_running_mode=multi_processing",
                        "--direct_num_workers=0"]
     for task in DATA_COMPONENTS:
         args = default_spec.container(task)["args"]
@@ -129,11 +138,11 @@ def test_pipeline_root_and_paths_inside_the_image(default_spec):
 
 
 def test_code_is_referenced_by_dotted_path(default_spec):
-    from pipeline import pipeline as pipeline_def
-
     assert default_spec.param("Transform", "preprocessing_fn") == \
-        pipeline_def.PREPROCESSING_FN
-    assert default_spec.param("Trainer", "run_fn") == pipeline_def.RUN_FN
+        run_options.PREPROCESSING_FN
+    assert default_spec.param("Trainer", "run_fn") == run_options.RUN_FN
+    assert default_spec.param("ModelExporter", "export_fn") == \
+        run_options.EXPORT_FN
     params = json.dumps(default_spec.spec)
     assert "module_file" not in params and "module_path" not in params
 
@@ -180,8 +189,9 @@ def test_json_is_a_pipeline_job_and_yaml_a_pipeline_spec(default_spec,
     assert job.pipeline_spec["schemaVersion"] == "2.1.0"
 
     # The YAML is what the open-source KFP UI / `kfp` client upload.
-    path = kfr.compile_kubeflow(image=IMAGE, pipeline_root=ROOT,
-                                output=str(tmp_path / "sub" / "p.yaml"))
+    path = kfr.compile_kubeflow(
+        run_options.RunOptions.resolve(kfr.DEFAULT_PRESET), image=IMAGE,
+        pipeline_root=ROOT, output=str(tmp_path / "sub" / "p.yaml"))
     pipeline = components.load_component_from_file(path)
     assert pipeline.pipeline_spec.default_pipeline_root == ROOT
     assert set(pipeline.pipeline_spec.root.dag.tasks) == COMPONENTS
@@ -192,8 +202,7 @@ def test_json_is_a_pipeline_job_and_yaml_a_pipeline_spec(default_spec,
     "hdfs://namenode/root", "file:///tmp/root"])
 def test_bad_pipeline_root_is_rejected(root, tmp_path):
     with pytest.raises(kfr.KubeflowConfigError, match="gs:// or s3://"):
-        kfr.compile_kubeflow(image=IMAGE, pipeline_root=root,
-                             output=str(tmp_path / "p.json"))
+        _compile(tmp_path, name="p.json", pipeline_root=root)
     assert not (tmp_path / "p.json").exists()
 
 
@@ -207,10 +216,9 @@ def test_bad_pipeline_root_is_rejected(root, tmp_path):
     ({"image": ""}, "--image"),
 ])
 def test_bad_options_are_rejected(kwargs, match, tmp_path):
-    kwargs.setdefault("image", IMAGE)
     with pytest.raises(kfr.KubeflowConfigError, match=match):
-        kfr.compile_kubeflow(pipeline_root=ROOT,
-                             output=str(tmp_path / "p.json"), **kwargs)
+        _compile(tmp_path, name="p.json", **kwargs)
+    assert not (tmp_path / "p.json").exists()
 
 
 def test_quantities():
@@ -220,20 +228,18 @@ def test_quantities():
     assert kfr.parse_memory_gb("16Gi") == pytest.approx(17.179869184)
     assert kfr.parse_cpu("8") == 8.0
     assert kfr.parse_cpu("500m") == 0.5
-    spec = kfr.trainer_resources(gpus=0)
+    spec = kfr.TrainerResources(gpus=0).resource_spec()
     assert not spec.HasField("accelerator") and spec.cpu_limit == 8.0
 
 
 def test_resolver_and_baseline_uri_are_exclusive():
-    from models import config
     from pipeline import pipeline as pipeline_def
 
     with pytest.raises(ValueError, match="use_resolver=False"):
         pipeline_def.create_pipeline(
-            pipeline_name="p", pipeline_root=ROOT, data_root="/data",
-            serving_model_dir=ROOT + "/serving",
-            preset=config.get_preset("ci"), use_resolver=True,
-            baseline_model_uri=BASELINE)
+            run_options.RunOptions.resolve("ci"), pipeline_root=ROOT,
+            data_root="/data", serving_model_dir=ROOT + "/serving",
+            use_resolver=True, baseline_model_uri=BASELINE)
 
 
 def test_cli_compiles(tmp_path, capsys):
@@ -259,17 +265,78 @@ def test_cli_compiles(tmp_path, capsys):
     assert trainer_config["preset"]["name"] == "tiny"
 
 
-def test_cli_beam_width_reaches_the_exporting_trainer(tmp_path, capsys):
+def test_max_wer_regression_reaches_the_evaluator_gate(tmp_path, capsys):
+    """`compile-kubeflow --max-wer-regression` is the Evaluator's change
+    threshold against the imported baseline (as `run --max-wer-regression`
+    is against the latest blessed model)."""
+    from google.protobuf import json_format
+    import tensorflow_model_analysis as tfma
+
+    def gate(spec):
+        eval_config = json_format.Parse(spec.param("Evaluator", "eval_config"),
+                                        tfma.EvalConfig())
+        (wer,) = [m for s in eval_config.metrics_specs for m in s.metrics
+                  if m.class_name == "WordErrorRate"]
+        (threshold,) = wer.per_slice_thresholds
+        return threshold.threshold
+
+    spec = _compile(tmp_path, baseline_model_uri=BASELINE,
+                    options=run_options.RunOptions.resolve(
+                        "tiny", max_wer_regression=0.05))
+    assert gate(spec).change_threshold.absolute.value == pytest.approx(
+        0.05, abs=1e-9)
+
+    out = tmp_path / "cli.json"
+    args = ["compile-kubeflow", "--image", IMAGE, "--pipeline-root", ROOT,
+            "--output", str(out), "--preset", "ci", "--baseline-model",
+            BASELINE]
+    assert cli.main(args + ["--max-wer-regression", "0.02",
+                            "--wer-upper-bound", "0.4"]) == 0
+    threshold = gate(Spec(json.loads(out.read_text())))
+    assert threshold.change_threshold.absolute.value == pytest.approx(
+        0.02, abs=1e-9)
+    assert threshold.value_threshold.upper_bound.value == 0.4
+    assert cli.build_parser().parse_args(
+        args).max_wer_regression == config.MAX_WER_REGRESSION
+
+    assert cli.main(args + ["--max-wer-regression", "-0.1"]) == 2
+    assert "--max-wer-regression" in capsys.readouterr().err
+
+
+def test_local_roots_only_when_allowed(tmp_path):
+    """allow_local_root (tests/kfp_launcher.py) accepts absolute local
+    roots; the default, and so the CLI, still rejects them."""
+    local = str(tmp_path / "root")
+    spec = _compile(tmp_path, pipeline_root=local + "/",
+                    serving_model_dir=str(tmp_path / "serving"),
+                    allow_local_root=True)
+    assert spec.spec["defaultPipelineRoot"] == local
+    push = json.loads(spec.param("Pusher", "push_destination"))
+    assert push["filesystem"]["base_directory"] == str(tmp_path / "serving")
+    for kwargs, match in [({"pipeline_root": "relative/root"},
+                           "--pipeline-root"),
+                          ({"pipeline_root": "minio://b/root"},
+                           "--pipeline-root"),
+                          ({"pipeline_root": local,
+                            "serving_model_dir": "serving"},
+                           "--serving-model-dir")]:
+        with pytest.raises(kfr.KubeflowConfigError, match=match):
+            _compile(tmp_path, allow_local_root=True, **kwargs)
+    with pytest.raises(kfr.KubeflowConfigError, match="--pipeline-root"):
+        _compile(tmp_path, pipeline_root=local)
+
+
+def test_cli_beam_width_reaches_the_exporter_not_the_trainer(tmp_path, capsys):
     out = tmp_path / "pipeline.json"
     args = ["compile-kubeflow", "--image", IMAGE, "--pipeline-root", ROOT,
             "--output", str(out), "--preset", "tiny"]
     assert cli.main(args + ["--beam-width", "2"]) == 0
-    preset = json.loads(Spec(json.loads(out.read_text())).param(
-        "Trainer", "custom_config"))["preset"]
-    assert preset["decode"]["beam_width"] == 2
-    # The training schedule is the preset's: only the export changes.
-    assert preset["train"] == config.preset_to_dict(
-        config.get_preset("tiny"))["train"]
+    spec = Spec(json.loads(out.read_text()))
+    decode = json.loads(spec.param("ModelExporter", "decode"))
+    assert decode["beam_width"] == 2
+    # The Trainer sees what training depends on, nothing of decoding.
+    preset = json.loads(spec.param("Trainer", "custom_config"))["preset"]
+    assert preset == config.training_dict(config.get_preset("tiny"))
     with pytest.raises(SystemExit):
         cli.main(args + ["--beam-width", "0"])
     assert "not a positive integer" in capsys.readouterr().err

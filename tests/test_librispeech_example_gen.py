@@ -212,8 +212,9 @@ def test_curated_schema_matches_config():
     features = {f.name: f for f in schema.feature}
     assert set(features) == {
         config.AUDIO_KEY, config.TRANSCRIPT_KEY, config.UTTERANCE_ID_KEY,
-        config.SPEAKER_ID_KEY, config.CHAPTER_ID_KEY, config.DURATION_KEY,
-        config.DURATION_BUCKET_KEY, config.MOONSHINE_BPE_IDS_KEY}
+        config.SUBSET_KEY, config.SPEAKER_ID_KEY, config.CHAPTER_ID_KEY,
+        config.DURATION_KEY, config.DURATION_BUCKET_KEY,
+        config.MOONSHINE_BPE_IDS_KEY}
     varlen = (config.AUDIO_KEY, config.MOONSHINE_BPE_IDS_KEY)
     bucket = features[config.DURATION_BUCKET_KEY]
     assert bucket.type == schema_pb2.BYTES

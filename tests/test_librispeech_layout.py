@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import soxr
 
+import librispeech_oracle
 from components.librispeech_example_gen import layout
 from models import config
 
@@ -71,7 +72,7 @@ def write_chapter(subset_dir: str, speaker: int, chapter: int,
 
 def ingest(subset_dirs, max_seconds=config.MAX_AUDIO_SECONDS):
     """What the executor does, without Beam: (written, quarantined, found)."""
-    utterances, quarantined = layout.scan_subsets(subset_dirs)
+    utterances, quarantined = librispeech_oracle.scan_subsets(subset_dirs)
     found = len(utterances) + len(quarantined)
     written = []
     for utt in utterances:
@@ -116,7 +117,7 @@ def test_scan_parses_layout(tmp_path):
     write_chapter(subset, 19, 198, {1: "northanger abbey", 2: "CHAPTER ONE"})
     write_chapter(subset, 26, 495, {3: "it\u2019s   a  test"})
 
-    utterances, quarantined = layout.scan_subsets([subset])
+    utterances, quarantined = librispeech_oracle.scan_subsets([subset])
 
     assert quarantined == []
     by_id = {u.utterance_id: u for u in utterances}

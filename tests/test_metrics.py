@@ -149,7 +149,7 @@ def _combine(metric, extracts, eval_config, expected):
 
 
 def test_combiners_in_beam_equal_jiwer():
-    eval_config = metrics.eval_config(wer_upper_bound=1.0)
+    eval_config = metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=1.0)
     # Mixed str/bytes and dict/plain predictions, as models and extractors vary.
     extracts = [_extract(r, h, as_bytes=i % 2 == 0, prediction_dict=i % 3 != 0)
                 for i, (r, h) in enumerate(PAIRS)]
@@ -165,32 +165,52 @@ def test_mean_decoded_length_in_beam():
     pairs = [("A B", "A B C"), ("X", ""), ("HELLO", "  Hello  World ")]
     expected = np.mean([len(metrics.normalize_transcript(h)) for _, h in pairs])
     _combine(metrics.MeanDecodedLength(), [_extract(r, h) for r, h in pairs],
-             metrics.eval_config(wer_upper_bound=1.0), expected)
+             metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=1.0), expected)
+
+
+@pytest.mark.parametrize("hyps,expected", [
+    (["A B", "C", "D E F", "G"], 1.0),  # every output its own
+    (["", "", "", ""], 1 / 3),  # empty output: one distinct text
+    (["THE SAME", "the same", "THE  SAME", "THE SAME"], 1 / 3),  # constant
+    (["A", "B", "B", "B"], 2 / 3),
+])
+def test_output_diversity_in_beam(hyps, expected):
+    # Three distinct references (two utterances say the same words).
+    refs = ["A B", "C", "D E F", "D E F"]
+    _combine(metrics.OutputDiversity(),
+             [_extract(r, h) for r, h in zip(refs, hyps)],
+             metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=1.0),
+             expected)
 
 
 def test_eval_config_slices_and_regression_margin():
-    cfg = metrics.eval_config(wer_upper_bound=0.4, max_wer_regression=0.02)
+    cfg = metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=0.4, max_wer_regression=0.02)
     assert [list(s.feature_keys) for s in cfg.slicing_specs] == [
-        [], [config.SPEAKER_ID_KEY], [config.DURATION_BUCKET_KEY]]
+        [], [config.SUBSET_KEY], [config.SPEAKER_ID_KEY],
+        [config.DURATION_BUCKET_KEY]]
     by_class = {m.class_name: m for m in cfg.metrics_specs[0].metrics}
     assert set(by_class) == {"ExampleCount", "WordErrorRate",
-                             "CharacterErrorRate", "MeanDecodedLength"}
+                             "CharacterErrorRate", "MeanDecodedLength",
+                             "OutputDiversity"}
     change = by_class["WordErrorRate"].per_slice_thresholds[
         0].threshold.change_threshold
     assert change.absolute.value == pytest.approx(0.02, abs=1e-9)
+    diversity = by_class["OutputDiversity"].per_slice_thresholds[0].threshold
+    assert diversity.value_threshold.lower_bound.value == (
+        config.MIN_OUTPUT_DIVERSITY)
     with pytest.raises(ValueError, match="max_wer_regression"):
-        metrics.eval_config(wer_upper_bound=0.4, max_wer_regression=-0.1)
+        metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=0.4, max_wer_regression=-0.1)
 
 
 def test_beam_assertions_are_live():
     # Guards the helper above: a wrong expectation must fail the pipeline.
     with pytest.raises(Exception, match="BeamAssertException|approx"):
         _combine(metrics.WordErrorRate(), [_extract("A B", "A C")],
-                 metrics.eval_config(wer_upper_bound=1.0), expected=0.25)
+                 metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=1.0), expected=0.25)
 
 
 def test_combiner_merges_exactly():
-    eval_config = metrics.eval_config(wer_upper_bound=1.0)
+    eval_config = metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=1.0)
     combiner = metrics.WordErrorRate().computations(eval_config=eval_config)[0].combiner
     inputs = [metric_util.to_standard_metric_inputs(_extract(r, h)) for r, h in PAIRS]
     parts = []
@@ -204,7 +224,7 @@ def test_combiner_merges_exactly():
 
 
 def test_combiner_rejects_non_text_predictions():
-    eval_config = metrics.eval_config(wer_upper_bound=1.0)
+    eval_config = metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=1.0)
     combiner = metrics.WordErrorRate().computations(eval_config=eval_config)[0].combiner
     bad = _extract("A", "A")
     bad[tfma_constants.PREDICTIONS_KEY] = np.array([[0.1, 0.9]])
@@ -215,7 +235,7 @@ def test_combiner_rejects_non_text_predictions():
 
 # --- TFMA: EvalConfig resolution and the metrics/validations evaluator --------
 def test_eval_config_resolves_the_custom_module():
-    cfg = metrics.eval_config(wer_upper_bound=0.3, slicing=[
+    cfg = metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=0.3, slicing=[
         tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[config.SPEAKER_ID_KEY])])
     (spec,) = cfg.model_specs
     assert (spec.signature_name, spec.label_key, spec.prediction_key) == (
@@ -268,7 +288,7 @@ def test_evaluator_computes_metrics_and_gates_on_wer(upper_bound, ok):
     assert 0.1 < expected_wer < 0.5
     # No baseline: TFX's Evaluator drops change thresholds (rubber stamp).
     cfg = tfma.utils.update_eval_config_with_defaults(
-        metrics.eval_config(wer_upper_bound=upper_bound), has_baseline=False,
+        metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=upper_bound), has_baseline=False,
         rubber_stamp=True)
 
     def check_metrics(got):
@@ -294,7 +314,7 @@ def test_only_the_overall_slice_is_gated():
     good, bad = ("A B C D", "A B C D"), ("A B C D", "X Y Z W")
     pairs = [good] * 7 + [bad]
     cfg = tfma.utils.update_eval_config_with_defaults(
-        metrics.eval_config(wer_upper_bound=0.5), has_baseline=False,
+        metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=0.5), has_baseline=False,
         rubber_stamp=True)
     extracts = []
     for i, (ref, hyp) in enumerate(pairs):
@@ -375,7 +395,7 @@ def test_run_model_analysis_with_baseline(tmp_path):
 
     # What TFX's Evaluator does with a baseline: candidate + baseline ModelSpecs.
     cfg = tfma.utils.update_eval_config_with_defaults(
-        metrics.eval_config(wer_upper_bound=0.5, slicing=[
+        metrics.eval_config(cer_upper_bound=10.0, wer_upper_bound=0.5, slicing=[
             tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[config.SPEAKER_ID_KEY])]),
         has_baseline=True, rubber_stamp=True)
     shared = [tfma.default_eval_shared_model(candidate, model_name=tfma.CANDIDATE_KEY,

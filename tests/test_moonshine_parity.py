@@ -9,7 +9,7 @@ and decoder outputs, batching both utterances together (so padding masks are
 exercised as well: the official model runs one utterance, unpadded).
 
 Needs `pip install --no-deps useful-moonshine==20241016 einops`; the loading,
-weight randomisation and weight mapping live in models/official.py (shared
+weight randomisation and weight mapping live in benchmarks/official.py (shared
 with benchmarks/bench_decoding.py).
 """
 
@@ -23,8 +23,8 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # run as a script (the Keras 3 subprocess)
 
-from models import official  # noqa: E402
-from models.official import OFFICIAL_VOCAB  # noqa: E402
+from benchmarks import official  # noqa: E402
+from benchmarks.official import OFFICIAL_VOCAB  # noqa: E402
 
 PRESETS = ("tiny", "base")
 AUDIO_SAMPLES = (16_000, 37_000)  # 1 s and 2.3 s

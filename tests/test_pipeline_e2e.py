@@ -1,92 +1,106 @@
-"""The whole pipeline under LocalDagRunner on a tiny preset and subset.
+"""The whole pipeline under LocalDagRunner on the ci preset and a subset.
 
-Runs through the user-facing CLI (`moonshine-tfx run`), then checks ML
-Metadata, the summary and the pushed SavedModel.
+Run 1 of the shared runs (tests/gating_runs.py) is a plain `moonshine-tfx
+run --preset ci` through the user-facing CLI; these tests check its ML
+Metadata, its summary and its pushed SavedModel. (The same runs prove the
+gate refuses worse, empty and constant-output models: tests/test_gating.py.)
 """
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
-from conftest import EMBEDDED_CORPUS, REPO_ROOT
+from conftest import REPO_ROOT
 
 PIPELINE_NODES = ("LibriSpeechExampleGen", "StatisticsGen", "ImportSchemaGen",
-                  "ExampleValidator", "Transform", "Trainer",
+                  "ExampleValidator", "Transform", "Trainer", "ModelExporter",
                   "latest_blessed_model_resolver", "Evaluator", "Pusher")
 DONE = (metadata_store_pb2.Execution.COMPLETE,
         metadata_store_pb2.Execution.CACHED)
 
 
-def _tiny_corpus(dest, per_subset_speakers=2, per_speaker_chapters=1):
-    """A few whole chapters of each embedded subset, layout untouched."""
-    for subset in sorted(os.listdir(EMBEDDED_CORPUS)):
-        src_subset = os.path.join(EMBEDDED_CORPUS, subset)
-        if not os.path.isdir(src_subset):
-            continue
-        for speaker in sorted(os.listdir(src_subset))[:per_subset_speakers]:
-            for chapter in sorted(os.listdir(
-                    os.path.join(src_subset, speaker)))[:per_speaker_chapters]:
-                shutil.copytree(os.path.join(src_subset, speaker, chapter),
-                                os.path.join(dest, subset, speaker, chapter))
-    return dest
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    data_root = _tiny_corpus(str(tmp_path_factory.mktemp("corpus")))
-    output_dir = str(tmp_path_factory.mktemp("run"))
-    from pipeline import cli
-    assert cli.main(["run", "--preset", "ci", "--data-root", data_root,
-                     "--output-dir", output_dir]) == 0
-    return data_root, output_dir
-
-
 @pytest.mark.slow
-def test_every_component_executed(pipeline_run):
-    from pipeline import metadata
-    _, output_dir = pipeline_run
-    store = metadata.open_store(os.path.join(output_dir, "metadata.sqlite"))
+def test_every_component_executed(gated_runs):
+    from tools import metadata
+    store = metadata.open_store(os.path.join(gated_runs["output_dir"],
+                                             "metadata.sqlite"))
     executions = metadata.component_executions(store, "moonshine-tfx")
     for node in PIPELINE_NODES:
         assert executions.get(node), f"{node} never executed"
-        assert executions[node][-1].last_known_state in DONE, node
+        assert executions[node][0].last_known_state in DONE, node
 
 
 @pytest.mark.slow
-def test_summary_reports_the_run(pipeline_run):
-    data_root, output_dir = pipeline_run
-    with open(os.path.join(output_dir, "summary.json")) as f:
-        summary = json.load(f)
+def test_summary_reports_the_run(gated_runs):
+    data_root, summary = gated_runs["data_root"], gated_runs["summary1"]
     for key in ("examples", "wer", "cer", "blessed", "pushed_model_dir",
-                "metadata_path", "wall_seconds"):
+                "metadata_path", "wall_seconds", "eval_subsets", "test"):
         assert key in summary, key
     n_files = {split: 0 for split in ("train", "eval", "test")}
     prefix_to_split = {"train": "train", "dev": "eval", "test": "test"}
+    subsets = {}
     for dirpath, _, files in os.walk(data_root):
         flacs = sum(f.endswith(".flac") for f in files)
         if flacs:
             subset = os.path.relpath(dirpath, data_root).split(os.sep)[0]
             n_files[prefix_to_split[subset.split("-")[0]]] += flacs
+            subsets[subset] = subsets.get(subset, 0) + flacs
     assert summary["examples"] == n_files
     assert summary["blessed"] is True
     assert os.path.isfile(os.path.join(summary["pushed_model_dir"],
                                        "saved_model.pb"))
-    assert summary["wer"] is not None and summary["wer"] >= 0
+    # The eval rates are TFMA's over every eval utterance; what blessed the
+    # model is within the ci preset's bounds and above its diversity floor.
+    from models import config
+    metrics = summary["eval_metrics"]
+    assert metrics["example_count"] == n_files["eval"]
+    assert 0 < summary["wer"] <= config.get_preset("ci").wer_upper_bound
+    assert 0 < summary["cer"] <= config.get_preset("ci").cer_upper_bound
+    assert metrics["output_diversity"] >= config.MIN_OUTPUT_DIVERSITY
+    # Test WER/CER per subset: every test subset of the data, with its
+    # utterances, and the overall rates among them.
+    test = summary["test"]
+    test_subsets = {k: v for k, v in subsets.items() if k.startswith("test")}
+    assert {k: v["examples"] for k, v in test["subsets"].items()} == (
+        test_subsets)
+    rates = [v["wer"] for v in test["subsets"].values()]
+    assert min(rates) <= test["wer"] <= max(rates)
+    assert set(summary["eval_subsets"]) == {
+        k for k in subsets if k.startswith("dev")}
+    # The embedded corpus is synthetic: the summary says what that means.
+    assert "synthetic" in summary["note"]
 
 
 @pytest.mark.slow
-def test_pushed_model_transcribes_a_flac(pipeline_run):
-    data_root, output_dir = pipeline_run
+def test_run_prints_one_line_per_component(gated_runs):
+    lines = gated_runs["run1_stdout"].splitlines()
+    for node in PIPELINE_NODES:
+        started = [l for l in lines if l.split()[:2] == [node, "started"]]
+        ended = [l for l in lines if l.split()[:1] == [node]
+                 and ("done in" in l or "cached" in l)]
+        assert len(started) == 1 and len(ended) == 1, (node, lines[:40])
+    ingest = next(l for l in lines if l.startswith("  LibriSpeechExampleGen")
+                  and "done in" in l)
+    assert "examples written" in ingest and "quarantined" in ingest
+    evaluate = next(l for l in lines if l.startswith("  Evaluator")
+                    and "done in" in l)
+    assert "eval WER" in evaluate and "blessed: True" in evaluate
+    # Nothing of the libraries' INFO/WARNING logging.
+    assert not [l for l in lines if l.startswith(("INFO:", "WARNING:", "I1",
+                                                  "W1"))]
+
+
+@pytest.mark.slow
+def test_pushed_model_transcribes_a_flac(gated_runs):
+    data_root = gated_runs["data_root"]
     flac = next(os.path.join(d, f) for d, _, fs in sorted(os.walk(data_root))
                 for f in sorted(fs) if f.endswith(".flac"))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "transcribe", "--model",
-         os.path.join(output_dir, "serving_model"), flac],
+        [sys.executable, "-m", "tools.cli", "transcribe", "--model",
+         os.path.join(gated_runs["output_dir"], "serving_model"), flac],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout.rstrip("\n")

@@ -1,5 +1,6 @@
 """preprocessing_fn under real TFT (Beam analyze-and-transform), then as a serving layer."""
 
+import dataclasses
 import os
 import tempfile
 
@@ -125,4 +126,9 @@ def test_transform_options_name_only_what_differs_from_the_defaults():
     assert preprocessing.transform_options(ci) == {}
     assert preprocessing.transform_options(
         ci.with_vocabulary(config.MOONSHINE_BPE_VOCABULARY)) == {
-        preprocessing.VOCABULARY_OPTION: config.MOONSHINE_BPE_VOCABULARY}
+        "vocabulary": config.MOONSHINE_BPE_VOCABULARY}
+    assert preprocessing.transform_options(dataclasses.replace(
+        ci, frontend=config.WAVEFORM_FRONTEND, n_mels=64)) == {
+        "frontend": config.WAVEFORM_FRONTEND, "n_mels": 64}
+    with pytest.raises(ValueError, match="unknown Transform custom_config"):
+        preprocessing.preprocessing_fn({}, {"preset": "demo"})

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from pipeline import report
+from tools import report
 
 # A 1x1 PNG, as the Trainer's loss_curve.png stands in.
 PNG = base64.b64decode(
@@ -83,10 +83,13 @@ def _summary(tmp_path, **overrides):
              "metrics": {"wer": 0.5, "example_count": 1.0}},
             {"slice": {"speaker_id": 7},
              "metrics": {"wer": 0.0, "example_count": 2.0}}],
-        "eval_samples": [{"utterance_id": "7-1-0000",
+        "eval_samples": [{"utterance_id": "7-1-0000", "subset": "dev-clean",
                           "reference": "A <B> C", "hypothesis": "A B",
                           "wer": 2 / 3}],
-        "test": {"examples": 1, "wer": 0.5, "cer": 0.25, "samples": []},
+        "test": {"examples": 3, "wer": 0.5, "cer": 0.25, "samples": [],
+                 "subsets": {
+                     "test-clean": {"examples": 2, "wer": 0.25, "cer": 0.1},
+                     "test-other": {"examples": 1, "wer": 1.0, "cer": 0.55}}},
         "loss_curve": str(png), "history": str(history),
         "metadata_path": "/out/metadata.sqlite", "wall_seconds": 12.3,
     }
@@ -112,8 +115,11 @@ def test_report_shows_summary_slices_samples_and_curve(tmp_path):
     assert slice_rows == ["duration_bucket = <2s", "duration_bucket = 2-5s",
                           "speaker_id = 7"]  # buckets shortest first
     assert cells["speaker_id = 7"][:3] == ["2", "0.0%", "n/a"]
+    # Test WER/CER per subset, as LibriSpeech papers report them.
+    assert cells["test WER / CER: test-other"] == [
+        "100.0% / 55.0% over 1 utterances"]
     # Reference vs hypothesis, with that pair's WER; text is escaped.
-    assert cells["7-1-0000"] == ["A <B> C", "A B", "66.7%"]
+    assert cells["7-1-0000"] == ["dev-clean", "A <B> C", "A B", "66.7%"]
     assert "<B>" not in html and "/data/&lt;root&gt;" in html
     # The loss curve is embedded (the page stands alone) with the history.
     (img,) = page.images
@@ -155,7 +161,8 @@ def test_run_cli_writes_and_names_the_report(gated_runs):
     cells = {row[0]: row[1:] for row in page.rows if row}
     assert cells["blessed"] == ["yes"]
     assert cells["overall"][1] == f"{100 * summary['wer']:.1f}%"
-    # Slices by speaker and by duration bucket, from the TFMA result.
+    # Slices by subset, speaker and duration bucket, from the TFMA result.
+    assert "subset = dev-clean" in cells
     speakers = {k for k in cells if k.startswith("speaker_id = ")}
     buckets = {k for k in cells if k.startswith("duration_bucket = ")}
     assert len(speakers) == 2 and buckets
@@ -170,8 +177,8 @@ def test_run_cli_writes_and_names_the_report(gated_runs):
 
 @pytest.mark.slow
 def test_every_run_has_its_own_report(gated_runs):
-    paths = [gated_runs[f"summary{i}"]["report"] for i in (1, 2, 3)]
-    assert len(set(paths)) == 3 and all(os.path.isfile(p) for p in paths)
+    paths = [gated_runs[f"summary{i}"]["report"] for i in range(1, 8)]
+    assert len(set(paths)) == 7 and all(os.path.isfile(p) for p in paths)
     with open(paths[1]) as f:
         page = _parse(f.read())
     cells = {row[0]: row[1:] for row in page.rows if row}
@@ -181,5 +188,5 @@ def test_every_run_has_its_own_report(gated_runs):
     assert cells["serving model now"] == [
         gated_runs["summary1"]["pushed_model_dir"]]
     latest = os.path.join(gated_runs["output_dir"], report.LATEST_REPORT)
-    with open(latest) as f, open(paths[2]) as g:
+    with open(latest) as f, open(paths[-1]) as g:
         assert f.read() == g.read()

@@ -17,6 +17,7 @@ import soxr
 
 from models import config
 from models import serving
+from tools import transcribe
 
 RATE = config.SAMPLE_RATE
 
@@ -30,9 +31,9 @@ def _noise(seconds, seed=0, amplitude=0.3):
 # --- split_long_audio ---------------------------------------------------------
 
 def test_short_audio_is_one_segment():
-    assert serving.split_long_audio(_noise(3.0), window_seconds=30.0) == [
+    assert transcribe.split_long_audio(_noise(3.0), window_seconds=30.0) == [
         (0, 3 * RATE)]
-    assert serving.split_long_audio(_noise(30.0)) == [(0, 30 * RATE)]
+    assert transcribe.split_long_audio(_noise(30.0)) == [(0, 30 * RATE)]
 
 
 def test_long_audio_is_cut_in_its_pauses():
@@ -40,7 +41,7 @@ def test_long_audio_is_cut_in_its_pauses():
     pauses = [(26.0, 26.6), (52.0, 52.4)]  # seconds of near-silence
     for a, b in pauses:
         audio[int(a * RATE):int(b * RATE)] *= 1e-3
-    bounds = serving.split_long_audio(audio)
+    bounds = transcribe.split_long_audio(audio)
     assert bounds[0][0] == 0 and bounds[-1][1] == len(audio)
     assert all(end == nxt for (_, end), (nxt, _) in zip(bounds, bounds[1:]))
     assert all(0 < end - start <= 30 * RATE for start, end in bounds)
@@ -52,7 +53,7 @@ def test_long_audio_is_cut_in_its_pauses():
 
 def test_audio_without_pauses_still_fits_the_window():
     audio = _noise(100.0, seed=1)
-    bounds = serving.split_long_audio(audio, window_seconds=12.0)
+    bounds = transcribe.split_long_audio(audio, window_seconds=12.0)
     assert all(end - start <= 12 * RATE for start, end in bounds)
     # Each cut lies in the last SPLIT_SEARCH_SECONDS of its window.
     for start, end in bounds[:-1]:
@@ -60,7 +61,7 @@ def test_audio_without_pauses_still_fits_the_window():
     # The last segment is long enough for the features (one window).
     assert bounds[-1][1] - bounds[-1][0] >= config.WINDOW_SAMPLES
     with pytest.raises(ValueError, match="window"):
-        serving.split_long_audio(audio, window_seconds=0.1)
+        transcribe.split_long_audio(audio, window_seconds=0.1)
 
 
 # --- The exported model -------------------------------------------------------
@@ -177,7 +178,7 @@ def _direct(signature, audio):
 
 
 def _cli(model_dir, *args):
-    from pipeline import cli
+    from tools import cli
     return cli.main(["transcribe", "--model", model_dir, *map(str, args)])
 
 
@@ -206,8 +207,10 @@ def test_bad_files_are_named_and_the_rest_transcribed(model_dir, signature,
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err + captured.out
     errors = captured.err.strip().splitlines()
-    expected = {empty: "no audio samples", nan: "NaN or Inf samples (2 of",
-                garbage: "cannot read audio", short: "shorter than one",
+    # The ExampleGen's own checks and messages (layout.load_audio).
+    expected = {empty: "audio has no samples",
+                nan: "2 of 16000 samples are NaN or infinite",
+                garbage: "cannot read audio", short: "shorter than the minimum",
                 missing: "no such file"}
     for path, problem in expected.items():
         line = next((l for l in errors if f"{path}:" in l), "")
@@ -248,7 +251,7 @@ def test_long_audio_is_split_and_the_texts_joined(model_dir, signature,
     sf.write(path, audio, RATE, subtype="FLOAT")
     assert _cli(model_dir, "--window-seconds", 3, path) == 0
     text = capsys.readouterr().out.strip()
-    bounds = serving.split_long_audio(audio, window_seconds=3.0)
+    bounds = transcribe.split_long_audio(audio, window_seconds=3.0)
     assert len(bounds) == 3
     pieces = [_direct(signature, audio[a:b]).strip() for a, b in bounds]
     assert text == " ".join(p for p in pieces if p)

@@ -1,4 +1,4 @@
-"""`moonshine-tfx validate-data` (pipeline/validate_data.py, pipeline/cli.py).
+"""`moonshine-tfx validate-data` (tools/validate_data.py, tools/cli.py).
 
 The slow tests run the real data-validation pipeline (LibriSpeechExampleGen,
 StatisticsGen, ImportSchemaGen, ExampleValidator under LocalDagRunner with a
@@ -18,8 +18,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.librispeech_example_gen import layout
 from models import config
-from pipeline import cli
-from pipeline import validate_data
+from tools import cli
+from tools import validate_data
 from test_librispeech_layout import write_chapter, write_flac
 
 SECONDS = 0.3

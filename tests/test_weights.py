@@ -23,7 +23,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # run as a script (the Keras 3 subprocess)
 
-from models import official  # noqa: E402
+from benchmarks import official  # noqa: E402
 
 PRESET = "tiny"
 AUDIO_SAMPLES = 23_000
@@ -236,7 +236,7 @@ def test_character_preset_takes_everything_but_embedding_and_stem(
 @pytest.mark.slow
 def test_cli_import_weights_and_size_mismatch(checkpoints, tmp_path, capsys):
     from models import weights
-    from pipeline import cli
+    from tools import cli
 
     out_dir, _ = checkpoints
     source = os.path.join(out_dir, "safetensors")
@@ -366,7 +366,7 @@ def test_cli_init_from_checks_the_vocabulary_it_trains(tmp_path):
     from models import config
     from models import moonshine
     from models import weights
-    from pipeline import cli
+    from tools import cli
 
     keras.utils.set_random_seed(6)
     source = moonshine.Moonshine(config.get_preset("ci").model.with_vocabulary(
@@ -374,11 +374,11 @@ def test_cli_init_from_checks_the_vocabulary_it_trains(tmp_path):
     weights.write_safetensors(weights.to_hf(source),
                               str(tmp_path / weights.HF_WEIGHTS_FILE))
     for vocabulary in (None, config.MOONSHINE_BPE_VOCABULARY):
-        assert cli._check_init_from(str(tmp_path), "ci", vocabulary) == str(
-            tmp_path)
+        preset = config.get_preset("ci").with_overrides(vocabulary)
+        assert cli._check_init_from(str(tmp_path), preset) == str(tmp_path)
     with pytest.raises(cli.CliError, match="init-from"):
-        cli._check_init_from(str(tmp_path), "demo",
-                             config.MOONSHINE_BPE_VOCABULARY)
+        cli._check_init_from(str(tmp_path), config.get_preset(
+            "demo").with_overrides(config.MOONSHINE_BPE_VOCABULARY))
 
 
 def test_round_trip_through_hf_names(tmp_path):

@@ -69,8 +69,8 @@ CUSTOM_CONFIG_KEYS = (MAX_AUDIO_SECONDS_KEY, MIN_AUDIO_SECONDS_KEY,
                       VOCABULARY_KEY)
 
 QUARANTINE_DIR = "quarantine"  # not Split-*: downstream components ignore it
-REPORT_FILE = "ingestion_report.json"
-REPORT_PROPERTY = "ingestion_report"
+REPORT_FILE = layout.INGESTION_REPORT_FILE
+REPORT_PROPERTY = layout.INGESTION_REPORT_PROPERTY
 QUARANTINE_SUFFIX = ".jsonl"
 SUMMARY_SUFFIX = ".summary.json"
 
@@ -175,6 +175,7 @@ def make_example(utterance: layout.Utterance, audio: layout.Audio,
             float_list=tf.train.FloatList(value=audio.samples.tolist())),
         config.TRANSCRIPT_KEY: _bytes(utterance.transcript),
         config.UTTERANCE_ID_KEY: _bytes(utterance.utterance_id),
+        config.SUBSET_KEY: _bytes(utterance.subset),
         config.SPEAKER_ID_KEY: _int(utterance.speaker_id),
         config.CHAPTER_ID_KEY: _int(utterance.chapter_id),
         config.DURATION_KEY: tf.train.Feature(

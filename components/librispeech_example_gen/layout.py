@@ -29,6 +29,7 @@ Blank transcript lines and files that are neither ``*.flac`` nor
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import glob
 import os
@@ -60,6 +61,11 @@ REASONS: Tuple[str, ...] = (
     NON_UTF8_TRANSCRIPT, EMPTY_TRANSCRIPT, INVALID_CHARACTERS, MISSING_AUDIO,
     MISSING_TRANSCRIPT, DUPLICATE_UTTERANCE_ID, UNREADABLE_AUDIO, EMPTY_AUDIO,
     NON_FINITE_AUDIO, TOO_SHORT, TOO_LONG)
+
+# The ingestion report beside the output splits, also an artifact property
+# (executor.py writes it; tools/metadata.py reads it).
+INGESTION_REPORT_FILE = "ingestion_report.json"
+INGESTION_REPORT_PROPERTY = "ingestion_report"
 
 AUDIO_SUFFIX = ".flac"
 TRANSCRIPT_SUFFIX = ".trans.txt"
@@ -399,32 +405,6 @@ def resolve_duplicates(candidates: Iterable[Utterance]
         for u in rest]
 
 
-def scan_subsets(subset_dirs: Sequence[str]
-                 ) -> Tuple[List[Utterance], List[Quarantined]]:
-    """Scans subset directories as one split, without Beam.
-
-    Returns (utterances, quarantined); duplicate ids across the subsets are
-    resolved with `resolve_duplicates`. The executor does the same in Beam.
-    """
-    by_id: Dict[str, List[Utterance]] = {}
-    quarantined: List[Quarantined] = []
-    for subset_dir in subset_dirs:
-        for entry in list_subset(subset_dir):
-            items = [entry] if isinstance(entry, Quarantined) else scan_chapter(
-                entry)
-            for item in items:
-                if isinstance(item, Utterance):
-                    by_id.setdefault(item.utterance_id, []).append(item)
-                else:
-                    quarantined.append(item)
-    utterances = []
-    for uid in sorted(by_id):
-        keep, dups = resolve_duplicates(by_id[uid])
-        utterances.append(keep)
-        quarantined.extend(dups)
-    return utterances, quarantined
-
-
 # --- Audio ----------------------------------------------------------------------
 @dataclasses.dataclass
 class Audio:
@@ -434,6 +414,7 @@ class Audio:
     source_channels: int
     resampled: bool
     downmixed: bool
+    source_subtype: str = ""  # soundfile's, e.g. PCM_16, PCM_24, FLOAT
 
     @property
     def duration(self) -> float:
@@ -448,10 +429,37 @@ def resample(samples: np.ndarray, source_rate: int,
                                     quality="HQ"), dtype=np.float32)
 
 
+@contextlib.contextmanager
+def _audio_source(path: str):
+    """What soundfile reads: a local path as is, any other URI (gs://,
+    s3://) as a file object from TFX's filesystem layer."""
+    if "://" not in path:
+        yield path
+        return
+    from tfx.dsl.io import fileio  # pylint: disable=import-outside-toplevel
+    with fileio.open(path, "rb") as f:
+        yield f
+
+
+def _file_size(path: str) -> int:
+    """Bytes of an audio file; QuarantineError when it does not exist."""
+    if "://" in path:
+        from tfx.dsl.io import fileio  # pylint: disable=import-outside-toplevel
+        try:
+            return fileio.stat(path).length
+        except fileio.NotFoundError:
+            raise QuarantineError(UNREADABLE_AUDIO, path,
+                                  f"{path}: no such file") from None
+    if not os.path.exists(path):
+        raise QuarantineError(UNREADABLE_AUDIO, path, f"{path}: no such file")
+    return os.path.getsize(path)
+
+
 def load_audio(path: str,
                max_seconds: float = config.MAX_AUDIO_SECONDS,
                min_seconds: float = config.MIN_AUDIO_SECONDS) -> Audio:
-    """Reads an audio file as 16 kHz mono float32 samples.
+    """Reads an audio file (a local path or a gs:// / s3:// URI) as 16 kHz
+    mono float32 samples.
 
     Multi-channel audio is averaged to mono; other sample rates are resampled
     with soxr. Raises QuarantineError with reason unreadable_audio,
@@ -460,27 +468,28 @@ def load_audio(path: str,
     on the 16 kHz result.
     """
     import soundfile as sf  # pylint: disable=import-outside-toplevel
+    if _file_size(path) == 0:
+        raise QuarantineError(EMPTY_AUDIO, path,
+                              f"{path}: audio file is empty (0 bytes)")
     try:
-        if os.path.getsize(path) == 0:
-            raise QuarantineError(EMPTY_AUDIO, path,
-                                  f"{path}: audio file is empty (0 bytes)")
-        info = sf.info(path)
+        with _audio_source(path) as source, sf.SoundFile(source) as f:
+            info = (f.frames, f.samplerate, f.subtype)
+            if info[0] > 0 and info[1] > 0:
+                _check_duration(path, info[0] / info[1], max_seconds,
+                                min_seconds)
+            try:
+                data = f.read(dtype="float32", always_2d=True)
+            except Exception as e:  # pylint: disable=broad-except
+                raise QuarantineError(UNREADABLE_AUDIO, path,
+                                      f"{path}: cannot decode audio: {e}"
+                                      ) from e
     except QuarantineError:
         raise
     except Exception as e:  # pylint: disable=broad-except
         raise QuarantineError(UNREADABLE_AUDIO, path,
                               f"{path}: cannot read audio header: {e}") from e
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise QuarantineError(EMPTY_AUDIO, path,
-                              f"{path}: audio has no samples")
-    _check_duration(path, info.frames / info.samplerate, max_seconds,
-                    min_seconds)
-    try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:  # pylint: disable=broad-except
-        raise QuarantineError(UNREADABLE_AUDIO, path,
-                              f"{path}: cannot decode audio: {e}") from e
-    if data.size == 0:
+    frames, rate, subtype = info
+    if frames <= 0 or rate <= 0 or data.size == 0:
         raise QuarantineError(EMPTY_AUDIO, path,
                               f"{path}: audio has no samples")
     finite = np.isfinite(data)
@@ -504,7 +513,7 @@ def load_audio(path: str,
                     min_seconds)
     return Audio(samples=samples, source_sample_rate=int(rate),
                  source_channels=int(channels), resampled=resampled,
-                 downmixed=downmixed)
+                 downmixed=downmixed, source_subtype=subtype)
 
 
 def _check_duration(path: str, seconds: float, max_seconds: float,

@@ -2,7 +2,7 @@
 
 Runs the data steps of the pipeline (LibriSpeechExampleGen, StatisticsGen,
 ImportSchemaGen, ExampleValidator: the very components `create_pipeline`
-builds, from `pipeline.create_data_components`) with LocalDagRunner and a
+builds, from `pipeline.pipeline.create_data_components`) with LocalDagRunner and a
 SQLite ML Metadata store under the output dir, then reads the run back
 through ML Metadata and writes a JSON report:
 
@@ -33,10 +33,10 @@ from __future__ import annotations
 import collections
 import json
 import os
-import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from models import config
+from pipeline.options import RunOptions
 
 PIPELINE_NAME = "moonshine-tfx-data-validation"
 DEFAULT_OUTPUT_DIR = os.path.join("outputs", "validate")
@@ -46,7 +46,6 @@ REPORT_FILE = "data_report.json"
 SAMPLE_LIMIT = 100
 
 EXAMPLE_VALIDATOR_NODE = "ExampleValidator"
-_INGESTION_REPORT = "ingestion_report.json"  # executor.REPORT_FILE
 _ANOMALIES_FILE = "SchemaDiff.pb"  # TFX 1.16 ExampleValidator's file name
 _SAMPLE_KEYS = ("path", "reason", "message", "utterance_id")
 
@@ -56,82 +55,44 @@ class ValidationError(Exception):
 
 
 # --- Running -----------------------------------------------------------------
-def run_validation(
-    data_root: str,
-    output_dir: str = DEFAULT_OUTPUT_DIR,
-    beam_args: Optional[List[str]] = None,
-    split_patterns: Optional[Dict[str, str]] = None,
-    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
-    pipeline_name: str = PIPELINE_NAME,
-    enable_cache: bool = True,
-    schema_file: Optional[str] = None,
-):
+def run_validation(data_root: str, output_dir: str = DEFAULT_OUTPUT_DIR,
+                   options: Optional[RunOptions] = None,
+                   beam_args: Optional[List[str]] = None,
+                   schema_file: Optional[str] = None):
     """Runs the data-validation pipeline locally; returns (RunPaths, seconds).
 
-    `schema_file` defaults to the pipeline's curated schema (SCHEMA_FILE).
+    `options` gives the splits, the audio limits and caching (default
+    RunOptions for this pipeline's name); `schema_file` defaults to the
+    pipeline's curated schema (SCHEMA_FILE).
     """
-    from tfx import v1 as tfx
-
+    from pipeline import beam
     from pipeline import local_runner
     from pipeline import pipeline as pipeline_def
 
+    options = options or RunOptions.resolve(pipeline_name=PIPELINE_NAME)
     paths = local_runner.RunPaths(os.path.abspath(output_dir))
     os.makedirs(paths.output_dir, exist_ok=True)
     p = pipeline_def.create_data_validation_pipeline(
-        pipeline_name=pipeline_name,
-        pipeline_root=paths.pipeline_root,
+        options, pipeline_root=paths.pipeline_root,
         data_root=os.path.abspath(data_root),
-        metadata_connection_config=(
-            tfx.orchestration.metadata.sqlite_metadata_connection_config(
-                paths.metadata_path)),
-        beam_pipeline_args=list(beam_args or local_runner.DEFAULT_BEAM_ARGS),
-        split_patterns=split_patterns,
-        max_audio_seconds=max_audio_seconds,
-        schema_file=schema_file or pipeline_def.SCHEMA_FILE,
-        enable_cache=enable_cache)
-    started = time.time()
-    tfx.orchestration.LocalDagRunner().run(p)
-    return paths, time.time() - started
+        metadata_connection_config=local_runner.metadata_config(paths),
+        beam_pipeline_args=beam.local_args(beam_args),
+        schema_file=schema_file or pipeline_def.SCHEMA_FILE)
+    return paths, local_runner.run(p)
 
 
 # --- Reading the run back from ML Metadata -------------------------------------
-def _artifacts_by_key(store, execution_id: int, event_type) -> Dict[str, List]:
-    """{input/output key: [artifacts]} of one execution, from its events."""
-    events = [e for e in store.get_events_by_execution_ids([execution_id])
-              if e.type == event_type]
-    artifacts = {a.id: a for a in store.get_artifacts_by_id(
-        sorted({e.artifact_id for e in events}))}
-    by_key: Dict[str, List] = collections.defaultdict(list)
-    for e in events:
-        key = e.path.steps[0].key if e.path.steps else ""
-        by_key[key].append(artifacts[e.artifact_id])
-    return dict(by_key)
-
-
-def _producer(store, artifact_id: int):
-    from ml_metadata.proto import metadata_store_pb2
-    for e in store.get_events_by_artifact_ids([artifact_id]):
-        if e.type == metadata_store_pb2.Event.OUTPUT:
-            [execution] = store.get_executions_by_id([e.execution_id])
-            return execution
-    return None
-
-
 def find_artifacts(store, pipeline_name: str = PIPELINE_NAME):
     """(Examples, ExampleAnomalies) of the pipeline's latest validation.
 
     The latest successful (complete or cached) ExampleValidator execution
     gives the anomalies; its statistics' producer gives the examples.
     """
-    from ml_metadata.proto import metadata_store_pb2
-    from pipeline import metadata
+    from tools import metadata
 
-    Execution = metadata_store_pb2.Execution
-    done = (Execution.COMPLETE, Execution.CACHED)
-    executions = [
-        e for e in metadata.component_executions(store, pipeline_name).get(
-            EXAMPLE_VALIDATOR_NODE, []) if e.last_known_state in done]
-    if not executions:
+    latest = metadata.latest_execution(store, pipeline_name,
+                                       EXAMPLE_VALIDATOR_NODE)
+    if latest is None:
         # Not a run of this pipeline: fall back on the newest artifacts.
         examples = metadata.latest_artifact(store, "Examples")
         anomalies = metadata.latest_artifact(store, "ExampleAnomalies")
@@ -140,17 +101,12 @@ def find_artifacts(store, pipeline_name: str = PIPELINE_NAME):
                 f"no completed {EXAMPLE_VALIDATOR_NODE} execution of pipeline "
                 f"{pipeline_name!r} in the ML Metadata store")
         return examples, anomalies
-    latest = max(executions, key=lambda e: (e.create_time_since_epoch, e.id))
-    Event = metadata_store_pb2.Event
-    outputs = _artifacts_by_key(store, latest.id, Event.OUTPUT)
-    inputs = _artifacts_by_key(store, latest.id, Event.INPUT)
-    [anomalies] = outputs["anomalies"]
-    [statistics] = inputs["statistics"]
-    statistics_gen = _producer(store, statistics.id)
-    if statistics_gen is None:
+    [anomalies] = metadata.artifacts_by_key(
+        store, latest.id, metadata.OUTPUT_EVENTS)["anomalies"]
+    [statistics] = metadata.artifacts_by_key(store, latest.id)["statistics"]
+    examples = metadata.input_of(store, statistics.id, "examples")
+    if examples is None:
         raise ValidationError(f"no producer of statistics {statistics.uri}")
-    [examples] = _artifacts_by_key(store, statistics_gen.id,
-                                   Event.INPUT)["examples"]
     return examples, anomalies
 
 
@@ -185,10 +141,12 @@ def read_anomalies(anomalies_uri: str, split: str) -> List[Dict[str, Any]]:
 
 def read_quarantine(path: str) -> List[Dict[str, Any]]:
     """The quarantined items of one split (one JSON object per line)."""
-    if not os.path.exists(path):
+    from tfx.dsl.io import fileio
+    if not fileio.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with fileio.open(path) as f:
+        return [json.loads(line) for line in f.read().splitlines()
+                if line.strip()]
 
 
 def sample_quarantined(records: Iterable[Dict[str, Any]],
@@ -218,15 +176,13 @@ def _hours(seconds: float) -> float:
 def build_report(metadata_path: str, pipeline_name: str = PIPELINE_NAME,
                  sample_limit: int = SAMPLE_LIMIT) -> Dict[str, Any]:
     """The report of the latest validation run in the store (no verdict)."""
-    from pipeline import metadata
+    from tools import metadata
 
     store = metadata.open_store(metadata_path)
     examples, anomalies = find_artifacts(store, pipeline_name)
-    ingestion_path = os.path.join(examples.uri, _INGESTION_REPORT)
-    if not os.path.exists(ingestion_path):
-        raise ValidationError(f"no ingestion report {ingestion_path}")
-    with open(ingestion_path) as f:
-        ingestion = json.load(f)
+    ingestion = metadata.ingestion_report(examples)
+    if not ingestion:
+        raise ValidationError(f"no ingestion report in {examples.uri}")
     anomaly_splits = json.loads(
         anomalies.properties["split_names"].string_value or "[]")
 
@@ -353,11 +309,8 @@ def validate_data(
     report_path: Optional[str] = None,
     max_quarantined: int = 0,
     max_anomalies: int = 0,
+    options: Optional[RunOptions] = None,
     beam_args: Optional[List[str]] = None,
-    split_patterns: Optional[Dict[str, str]] = None,
-    max_audio_seconds: float = config.MAX_AUDIO_SECONDS,
-    pipeline_name: str = PIPELINE_NAME,
-    enable_cache: bool = True,
     schema_file: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Runs the data steps, writes the report, returns it (with the verdict).
@@ -366,12 +319,10 @@ def validate_data(
     anomalies are within the thresholds; `report_path` defaults to
     `<output_dir>/data_report.json`.
     """
-    paths, wall = run_validation(
-        data_root, output_dir, beam_args=beam_args,
-        split_patterns=split_patterns, max_audio_seconds=max_audio_seconds,
-        pipeline_name=pipeline_name, enable_cache=enable_cache,
-        schema_file=schema_file)
-    report = build_report(paths.metadata_path, pipeline_name)
+    options = options or RunOptions.resolve(pipeline_name=PIPELINE_NAME)
+    paths, wall = run_validation(data_root, output_dir, options, beam_args,
+                                 schema_file)
+    report = build_report(paths.metadata_path, options.pipeline_name)
     report["data_root"] = os.path.abspath(data_root)
     report["output_dir"] = paths.output_dir
     report["wall_seconds"] = round(wall, 1)

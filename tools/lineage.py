@@ -3,11 +3,12 @@
 `lineage` answers "which data and code made the model we serve?" by walking
 events upstream from a PushedModel: each artifact to the execution that
 produced it, and that execution's inputs, back to the ExampleGen and its data
-root. Its `chain` is the short answer (PushedModel <- Model <- Trainer run
-with its preset <- TransformGraph <- Examples with split counts <- data root,
-plus the evaluation, its baseline and the blessing); `pushed_model` is the
-whole tree. `runs` lists pipeline runs with status, WER and whether they
-pushed.
+root. Its `chain` is the short answer (PushedModel <- serving Model <-
+ModelExporter (decoding) <- trained Model <- Trainer run with its preset <-
+TransformGraph <- Examples with split counts <- data root, plus the
+evaluation, its baseline and the blessing); `pushed_model` is the whole tree.
+`runs` lists pipeline runs with status, WER and whether they pushed. The
+graph walks themselves are tools/metadata.py's.
 """
 
 from __future__ import annotations
@@ -15,48 +16,21 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional
 
-from ml_metadata.proto import metadata_store_pb2
+from components.librispeech_example_gen import layout
+from tools import metadata
 
-from pipeline import metadata
-
-Event = metadata_store_pb2.Event
-BASELINE_MODEL_INPUT = "baseline_model"  # the Evaluator's input key
-Execution = metadata_store_pb2.Execution
+Event = metadata.Event
+Execution = metadata.Execution
 
 # Execution properties worth showing per component (the rest is noise).
 _SHOWN_EXEC_PROPERTIES = ("input_base", "input_config", "output_config",
                           "custom_config", "train_args", "eval_args",
                           "splits_config", "module_path", "preprocessing_fn",
-                          "run_fn", "example_splits", "push_destination")
-INGESTION_REPORT_PROPERTY = "ingestion_report"  # set by the ExampleGen
+                          "run_fn", "example_splits", "push_destination",
+                          "decode", "export_fn")
 _SHOWN_ARTIFACT_PROPERTIES = ("split_names", "blessed", "pushed",
                               "pushed_destination", "pushed_version",
                               "span", "version")
-
-
-def _value(v):
-    kind = v.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "struct_value":
-        from google.protobuf import json_format
-        return json_format.MessageToDict(v.struct_value)
-    value = getattr(v, kind)
-    if isinstance(value, str) and value[:1] in "{[":
-        try:
-            return json.loads(value)
-        except ValueError:
-            pass
-    return value
-
-
-def _props(entity, shown) -> Dict:
-    out = {}
-    for props in (entity.properties, entity.custom_properties):
-        for name in shown:
-            if name in props:
-                out[name] = _value(props[name])
-    return out
 
 
 _STATE_NAMES = {v: k.lower() for k, v in Execution.State.items()}
@@ -66,35 +40,16 @@ def _describe_execution(store, execution) -> Dict:
     return {"id": execution.id,
             "component": execution.type.split(".")[-1],
             "state": _STATE_NAMES.get(execution.last_known_state, "unknown"),
-            "properties": _props(execution, _SHOWN_EXEC_PROPERTIES)}
-
-
-def _split_counts(artifact) -> Optional[Dict[str, int]]:
-    """Examples written per split, from the ExampleGen's ingestion report
-    (an artifact custom property in ML Metadata)."""
-    report = metadata.custom_property(artifact, INGESTION_REPORT_PROPERTY)
-    if not report:
-        return None
-    if isinstance(report, str):
-        report = json.loads(report)
-    return {name: int(split["written"]) for name, split in
-            report.get("splits", {}).items() if "written" in split}
+            "properties": metadata.properties(execution,
+                                             _SHOWN_EXEC_PROPERTIES)}
 
 
 def _describe_artifact(artifact) -> Dict:
-    properties = _props(artifact, _SHOWN_ARTIFACT_PROPERTIES)
-    counts = _split_counts(artifact)
-    if counts is not None:
-        properties["split_counts"] = counts
+    properties = metadata.properties(artifact, _SHOWN_ARTIFACT_PROPERTIES)
+    if layout.INGESTION_REPORT_PROPERTY in artifact.custom_properties:
+        properties["split_counts"] = metadata.split_counts(artifact)
     return {"id": artifact.id, "type": artifact.type, "uri": artifact.uri,
             "properties": properties}
-
-
-def _producer(store, artifact_id: int) -> Optional[Execution]:
-    for event in store.get_events_by_artifact_ids([artifact_id]):
-        if event.type in (Event.OUTPUT, Event.DECLARED_OUTPUT):
-            return store.get_executions_by_id([event.execution_id])[0]
-    return None
 
 
 def upstream(store, artifact, seen=None) -> Dict:
@@ -110,71 +65,18 @@ def upstream(store, artifact, seen=None) -> Dict:
         node["see_above"] = True
         return node
     seen.add(artifact.id)
-    producer = _producer(store, artifact.id)
+    producer = metadata.producer(store, artifact.id)
     if producer is None:
         return node
     node["produced_by"] = _describe_execution(store, producer)
-    keys = {e.artifact_id: _input_key(e) for e in
-            store.get_events_by_execution_ids([producer.id])
-            if e.type in (Event.INPUT, Event.DECLARED_INPUT)}
+    inputs = metadata.artifacts_by_key(store, producer.id)
     node["inputs"] = []
-    for a in sorted(store.get_artifacts_by_id(list(keys)),
-                    key=lambda a: (keys[a.id], a.id)):
-        child = upstream(store, a, seen)
-        child["input_key"] = keys[a.id]
-        node["inputs"].append(child)
+    for key in sorted(inputs):
+        for a in sorted(inputs[key], key=lambda a: a.id):
+            child = upstream(store, a, seen)
+            child["input_key"] = key
+            node["inputs"].append(child)
     return node
-
-
-def _input_key(event) -> str:
-    return next((step.key for step in event.path.steps
-                 if step.HasField("key")), "")
-
-
-def _consumers(store, artifact_id: int) -> List[Execution]:
-    ids = [e.execution_id for e in store.get_events_by_artifact_ids(
-        [artifact_id]) if e.type in (Event.INPUT, Event.DECLARED_INPUT)]
-    return store.get_executions_by_id(ids) if ids else []
-
-
-def _outputs(store, execution_id: int) -> List:
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids(
-        [execution_id]) if e.type in (Event.OUTPUT, Event.DECLARED_OUTPUT)]
-    return store.get_artifacts_by_id(ids) if ids else []
-
-
-def evaluation_of_model(store, model_id: int) -> Dict:
-    """The Evaluator's result and blessing for a trained Model artifact."""
-    for execution in _consumers(store, model_id):
-        if not execution.type.endswith("Evaluator"):
-            continue
-        result: Dict = {"evaluator_execution": execution.id,
-                        "baseline_model": _baseline_model_id(
-                            store, execution.id)}
-        for artifact in _outputs(store, execution.id):
-            if artifact.type == "ModelEvaluation":
-                result["evaluation_uri"] = artifact.uri
-                try:
-                    result["metrics"] = metadata.evaluation_metrics(
-                        artifact.uri)
-                    result["validation"] = metadata.evaluation_validation(
-                        artifact.uri)
-                except Exception as e:  # an unreadable result is reported
-                    result["metrics_error"] = str(e)
-            elif artifact.type == "ModelBlessing":
-                result["blessed"] = bool(
-                    metadata.custom_property(artifact, "blessed", 0))
-        return result
-    return {}
-
-
-def _baseline_model_id(store, evaluator_execution_id: int) -> Optional[int]:
-    """The Model the Evaluator compared against (None on a first run)."""
-    for event in store.get_events_by_execution_ids([evaluator_execution_id]):
-        if event.type in (Event.INPUT, Event.DECLARED_INPUT) and any(
-                step.key == BASELINE_MODEL_INPUT for step in event.path.steps):
-            return event.artifact_id
-    return None
 
 
 def lineage(metadata_path: str, pushed_model_id: Optional[int] = None) -> Dict:
@@ -188,21 +90,25 @@ def lineage(metadata_path: str, pushed_model_id: Optional[int] = None) -> Dict:
         raise LookupError(f"{metadata_path}: {which}")
     tree = upstream(store, pushed[-1])
     model = _link(tree, tree, "model")
-    evaluation = evaluation_of_model(store, model["id"]) if model else {}
+    evaluation = (metadata.evaluation_of_model(store, model["id"])
+                  if model else {})
     return {"chain": _chain(tree, evaluation), "pushed_model": tree,
             "evaluation": evaluation}
 
 
 def _chain(tree: Dict, evaluation: Dict) -> Dict:
-    """The answer in short: one entry per link of PushedModel <- Model <-
-    Trainer <- TransformGraph <- Examples <- data root."""
+    """The answer in short: one entry per link of PushedModel <- serving
+    Model <- ModelExporter <- trained Model <- Trainer <- TransformGraph <-
+    Examples <- data root."""
     def producer(node):
         return (node or {}).get("produced_by") or {}
 
     model = _link(tree, tree, "model")
-    graph = _link(tree, model, "transform_graph")
+    exporter = producer(model)
+    trained = _link(tree, model, "model")
+    graph = _link(tree, trained, "transform_graph")
     examples = _link(tree, graph, "examples")
-    trainer = producer(model)
+    trainer = producer(trained)
     trainer_config = trainer.get("properties", {}).get("custom_config") or {}
     preset = trainer_config.get("preset") if isinstance(
         trainer_config, dict) else None
@@ -213,6 +119,12 @@ def _chain(tree: Dict, evaluation: Dict) -> Dict:
                          "destination": props.get("pushed_destination"),
                          "version": props.get("pushed_version")},
         "model": model and {"id": model["id"], "uri": model["uri"]},
+        "exporter": exporter and {
+            "execution": exporter["id"], "state": exporter["state"],
+            "decode": exporter["properties"].get("decode"),
+            "export_fn": exporter["properties"].get("export_fn")},
+        "trained_model": trained and {"id": trained["id"],
+                                      "uri": trained["uri"]},
         "trainer": trainer and {
             "execution": trainer["id"], "state": trainer["state"],
             "run_fn": trainer["properties"].get("run_fn"),
@@ -258,6 +170,8 @@ def format_chain(chain: Dict) -> List[str]:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     pushed, model = chain["pushed_model"], chain.get("model") or {}
+    exporter = chain.get("exporter") or {}
+    trained = chain.get("trained_model") or {}
     trainer = chain.get("trainer") or {}
     graph = chain.get("transform_graph") or {}
     examples = chain.get("examples") or {}
@@ -269,6 +183,9 @@ def format_chain(chain: Dict) -> List[str]:
     return [
         f"served model: {pushed['destination']} (PushedModel #{pushed['id']})",
         f"  <- Model #{model.get('id')}  {model.get('uri')}",
+        f"  <- ModelExporter execution #{exporter.get('execution')} "
+        f"({exporter.get('state')}): decode {json.dumps(exporter.get('decode'))}",
+        f"  <- trained Model #{trained.get('id')}  {trained.get('uri')}",
         f"  <- Trainer execution #{trainer.get('execution')} "
         f"({trainer.get('state')}): preset {preset_name}, "
         f"run_fn {trainer.get('run_fn')}",
@@ -334,17 +251,15 @@ def runs(metadata_path: str) -> List[Dict]:
                "status": status, "components": len(executions),
                "cached": sum(e.last_known_state == Execution.CACHED
                              for e in executions),
-               "wer": None, "cer": None, "blessed": None, "pushed": False}
+               "wer": None, "cer": None, "subsets": {}, "blessed": None,
+               "pushed": False}
+        run_executions = {x.id for x in executions}
         for artifact in store.get_artifacts_by_context(context.id):
             if artifact.type == "ModelEvaluation" and any(
                     e.type == Event.OUTPUT for e in
                     store.get_events_by_artifact_ids([artifact.id])
-                    if e.execution_id in {x.id for x in executions}):
-                try:
-                    m = metadata.evaluation_metrics(artifact.uri)
-                    row["wer"], row["cer"] = m.get("wer"), m.get("cer")
-                except Exception:
-                    pass
+                    if e.execution_id in run_executions):
+                row.update(_evaluation_row(artifact.uri))
             elif artifact.type == "ModelBlessing":
                 row["blessed"] = bool(metadata.custom_property(
                     artifact, "blessed", 0))
@@ -355,15 +270,41 @@ def runs(metadata_path: str) -> List[Dict]:
     return sorted(rows, key=lambda r: r["started"])
 
 
+def _evaluation_row(evaluation_uri: str) -> Dict:
+    """WER/CER overall and per subset of an evaluation, or the reason it
+    could not be read (shown in the table, never swallowed)."""
+    evaluation = metadata.read_evaluation(evaluation_uri)
+    if "error" in evaluation:
+        return {"error": evaluation["error"]}
+    overall = evaluation["metrics"]
+    return {"wer": overall.get("wer"), "cer": overall.get("cer"),
+            "subsets": subset_rates(metadata.evaluation_slices(
+                evaluation_uri))}
+
+
+def subset_rates(slices: List[Dict]) -> Dict[str, Dict]:
+    """{subset: {wer, cer, examples}} from an evaluation's slices."""
+    from models import config
+    return {s["slice"][config.SUBSET_KEY]: {
+        "wer": s["metrics"].get("wer"), "cer": s["metrics"].get("cer"),
+        "examples": s["metrics"].get("example_count")}
+        for s in slices if list(s["slice"]) == [config.SUBSET_KEY]}
+
+
 def format_runs(rows: List[Dict]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}%"
 
-    header = f"{'run':<28} {'status':<10} {'cached':>6} {'WER':>7} {'CER':>7} {'blessed':>7} {'pushed':>6}"
+    header = (f"{'run':<28} {'status':<10} {'cached':>6} {'WER':>7} "
+              f"{'CER':>7} {'blessed':>7} {'pushed':>6}  eval WER by subset")
     lines = [header]
     for r in rows:
+        subsets = ", ".join(f"{name} {pct(v['wer'])}" for name, v in
+                            sorted(r.get("subsets", {}).items()))
         lines.append(f"{r['run_id']:<28} {r['status']:<10} "
                      f"{r['cached']:>2}/{r['components']:<3} {pct(r['wer']):>7} "
                      f"{pct(r['cer']):>7} {str(r['blessed']):>7} "
-                     f"{str(r['pushed']):>6}")
+                     f"{str(r['pushed']):>6}  {subsets}")
+        if r.get("error"):
+            lines.append(f"  {r['error']}")
     return "\n".join(lines)

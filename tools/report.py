@@ -1,10 +1,10 @@
 """The human report of a pipeline run: one self-contained HTML page.
 
-Rendered from the run summary (`pipeline/summary.py`, itself read from ML
+Rendered from the run summary (`tools/summary.py`, itself read from ML
 Metadata and the run's artifacts): what ran on which data, eval/test WER and
 CER, the blessing and why, what was pushed and what serves now, the Trainer's
 loss curve (embedded, so the page can be mailed or archived alone), WER/CER by
-slice (speaker, duration bucket) and a handful of utterances with reference
+slice (subset, speaker, duration bucket) and a handful of utterances with reference
 vs hypothesis.
 
 Each run's page is kept as `<output dir>/reports/<run id>.html`, and the
@@ -92,6 +92,10 @@ def _overview(summary: Dict) -> str:
         rows.append(("test WER / CER", f"{_pct(test.get('wer'))} / "
                      f"{_pct(test.get('cer'))} over {test.get('examples')} "
                      "held-out utterances"))
+    for name, rates in sorted((test.get("subsets") or {}).items()):
+        rows.append((f"test WER / CER: {name}", f"{_pct(rates.get('wer'))} / "
+                     f"{_pct(rates.get('cer'))} over {rates.get('examples')} "
+                     "utterances"))
     rows.append(("blessed", _verdict(summary.get("blessed"), "yes", "no")))
     for failure in (summary.get("validation") or {}).get("failures", []):
         kind = ("no-regression check" if failure.get("is_diff")
@@ -100,29 +104,35 @@ def _overview(summary: Dict) -> str:
                                           or failure.get("metric"))))
     rows.append(("pushed", _verdict(summary.get("pushed"), "yes", "no")
                  + (f' <span class="mono">{_e(summary["pushed_model_dir"])}'
-                    "</span>" if summary.get("pushed_model_dir") else "")))
+                    "</span>" if summary.get("pushed_model_dir") else "")
+                 + (" (this model already serves)"
+                    if summary.get("already_serving") else "")))
     rows.append(("serving model now", '<span class="mono">'
                  f'{_e(summary.get("serving_model_dir") or "none")}</span>'))
     rows.append(("ML Metadata store", '<span class="mono">'
                  f'{_e(summary.get("metadata_path"))}</span>'))
     rows.append(("wall time", f"{_e(summary.get('wall_seconds'))} s"))
+    if summary.get("note"):
+        rows.append(("note", f'<span class="bad">{_e(summary["note"])}</span>'))
     return _table(("", ""), rows)
 
 
 def _training(summary: Dict) -> str:
+    from tfx.dsl.io import fileio  # the pipeline root may be a bucket
+
     parts = []
     png = summary.get("loss_curve")
-    if png and os.path.exists(png):
-        with open(png, "rb") as f:
+    if png and fileio.exists(png):
+        with fileio.open(png, "rb") as f:
             data = base64.b64encode(f.read()).decode("ascii")
         parts.append(f'<img alt="training loss curve" '
                      f'src="data:image/png;base64,{data}" width="560">')
     else:
         parts.append("<p>No loss curve was written.</p>")
     history_path = summary.get("history")
-    if history_path and os.path.exists(history_path):
-        with open(history_path) as f:
-            history = json.load(f)
+    if history_path and fileio.exists(history_path):
+        with fileio.open(history_path) as f:
+            history = json.loads(f.read())
         curves = history.get("history", {})
         parts.append(f"<p>{_e(history.get('steps'))} steps in "
                      f"{_e(history.get('epochs'))} epochs.</p>")
@@ -179,15 +189,15 @@ def _samples(samples: List[Dict]) -> str:
     if not samples:
         return "<p>None decoded.</p>"
     return _table(
-        ("utterance", "reference", "hypothesis", "WER"),
-        ((_e(s["utterance_id"]), _e(s["reference"]),
+        ("utterance", "subset", "reference", "hypothesis", "WER"),
+        ((_e(s["utterance_id"]), _e(s.get("subset")), _e(s["reference"]),
           f'<span class="mono">{_e(s["hypothesis"])}</span>',
-          _pct(s.get("wer"))) for s in samples), numeric=(3,))
+          _pct(s.get("wer"))) for s in samples), numeric=(4,))
 
 
 def render_report(summary: Dict) -> str:
     """The run's report as one HTML document."""
-    scored = "pushed" if summary.get("pushed_model_dir") else "trained"
+    scored = "pushed" if summary.get("pushed_model_dir") else "exported"
     sections = [
         ("Summary", _overview(summary)),
         ("Training", _training(summary)),

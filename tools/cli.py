@@ -11,7 +11,9 @@ from typing import Dict, List, Optional
 # Keras 2 for the whole process, decided before TensorFlow is first imported
 # (TFT is Keras-2 only).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log: its ERROR lines on a CPU host are CUDA plugins
+# registering twice, nothing a user can act on; Python errors still raise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # google-cloud packages pulled in by TFX warn about Python 3.10 on every
 # import; the pinned stack is 3.10 by design, so the noise helps nobody.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
@@ -24,6 +26,7 @@ class CliError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
+# --- Options shared by `run` and `compile-kubeflow` -------------------------
 def _split_patterns(values: Optional[List[str]]) -> Optional[Dict[str, str]]:
     if not values:
         return None
@@ -36,24 +39,98 @@ def _split_patterns(values: Optional[List[str]]) -> Optional[Dict[str, str]]:
     return patterns
 
 
-def _model_config(preset_name: str, vocabulary: Optional[str] = None,
-                  frontend: Optional[str] = None):
-    """The preset's model config, with --vocabulary / --frontend if given."""
-    import dataclasses
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
+
+def _add_model_args(p, default_preset: str) -> None:
     from models import config
 
-    model_config = config.get_preset(preset_name).model
-    if vocabulary:
-        model_config = model_config.with_vocabulary(vocabulary)
-    if frontend:
-        model_config = dataclasses.replace(model_config, frontend=frontend)
-    return model_config
+    p.add_argument("--preset", default=default_preset,
+                   choices=sorted(config.PRESETS))
+    p.add_argument("--vocabulary", choices=sorted(config.VOCABULARY_SIZES),
+                   help="the model's output vocabulary, replacing the "
+                   f"preset's ({config.CHARACTER_VOCABULARY}): "
+                   f"{config.MOONSHINE_BPE_VOCABULARY} is the official "
+                   "model's 32k BPE, whose embedding --init-from imports")
+    p.add_argument("--frontend", choices=config.FRONTENDS,
+                   help="the encoder's front end, replacing the preset's "
+                   f"({config.LOG_MEL_FRONTEND}): "
+                   f"'{config.WAVEFORM_FRONTEND}' is the paper's conv stem "
+                   "over raw audio, whose weights --init-from imports")
 
 
-def _check_init_from(path: Optional[str], preset_name: str,
-                     vocabulary: Optional[str] = None,
-                     frontend: Optional[str] = None) -> Optional[str]:
+def _add_run_options(p, default_preset: str) -> None:
+    """The flags of pipeline.options.RunOptions (see options_from_args)."""
+    from models import config
+
+    _add_model_args(p, default_preset)
+    p.add_argument("--beam-width", type=_positive_int, metavar="N",
+                   help="beam width of the exported model's decoding, "
+                   "replacing the preset's (demo: "
+                   f"{config.get_preset(config.DEFAULT_PRESET).decode.beam_width}"
+                   "); 1 is greedy, the fastest; changing it re-exports "
+                   "and re-evaluates without training again")
+    p.add_argument("--split", action="append", metavar="SPLIT=GLOB",
+                   help="subset glob per split, repeatable (default: "
+                   "train*->train, dev*->eval, test*->test)")
+    p.add_argument("--train-steps", type=_positive_int, default=None)
+    p.add_argument("--eval-steps", type=_positive_int, default=None)
+    p.add_argument("--wer-upper-bound", type=float, default=None,
+                   help="bless only if eval WER is at most this (default: "
+                   "the preset's)")
+    p.add_argument("--cer-upper-bound", type=float, default=None,
+                   help="bless only if eval CER is at most this (default: "
+                   "the preset's)")
+    p.add_argument("--max-wer-regression", type=float,
+                   default=config.MAX_WER_REGRESSION, metavar="DELTA",
+                   help="bless only if eval WER is at most DELTA above the "
+                   "baseline's (the latest blessed model locally, "
+                   "--baseline-model on Kubeflow; absolute; default "
+                   "%(default)s; without a baseline only the bounds gate)")
+    p.add_argument("--max-audio-seconds", type=float,
+                   default=config.MAX_AUDIO_SECONDS)
+    p.add_argument("--no-cache", action="store_true",
+                   help="re-execute every component")
+    p.add_argument("--beam-arg", action="append", metavar="ARG",
+                   help="Beam pipeline arg of the data steps, repeatable "
+                   "(e.g. --beam-arg=--direct_num_workers=8; see README, "
+                   "'Beam runners')")
+
+
+def options_from_args(args, **fields):
+    """The RunOptions of parsed `run`/`compile-kubeflow` flags; `fields`
+    adds RunOptions fields the command itself decides."""
+    from pipeline.options import RunOptions
+
+    try:
+        return RunOptions.resolve(
+            args.preset, vocabulary=args.vocabulary, frontend=args.frontend,
+            beam_width=args.beam_width,
+            split_patterns=_split_patterns(args.split),
+            train_steps=args.train_steps, eval_steps=args.eval_steps,
+            wer_upper_bound=args.wer_upper_bound,
+            cer_upper_bound=args.cer_upper_bound,
+            max_wer_regression=args.max_wer_regression,
+            max_audio_seconds=args.max_audio_seconds,
+            enable_cache=not args.no_cache, **fields)
+    except ValueError as e:
+        # RunOptions names its fields; the user typed flags.
+        message = str(e)
+        for field in ("wer_upper_bound", "cer_upper_bound",
+                      "max_wer_regression", "max_audio_seconds",
+                      "train_steps", "eval_steps"):
+            message = message.replace(field, "--" + field.replace("_", "-"))
+        raise CliError(message) from None
+
+
+def _check_init_from(path: Optional[str], preset) -> Optional[str]:
     """--init-from: an absolute path whose weights fit the preset, checked
     now rather than after ingestion and Transform."""
     if not path:
@@ -63,41 +140,11 @@ def _check_init_from(path: Optional[str], preset_name: str,
 
     path = path if "://" in path else os.path.abspath(path)
     try:
-        weights.plan_import(moonshine.Moonshine(
-            _model_config(preset_name, vocabulary, frontend)),
-            weights.read_checkpoint(path))
+        weights.plan_import(moonshine.Moonshine(preset.model),
+                            weights.read_checkpoint(path))
     except weights.CheckpointError as e:
         raise CliError(f"--init-from: {e}") from None
     return path
-
-
-def cmd_run(args) -> int:
-    from pipeline import local_runner
-    from pipeline import summary as run_summary
-
-    if not os.path.isdir(args.data_root):
-        raise CliError(f"--data-root {args.data_root}: no such directory")
-    if args.max_wer_regression < 0:
-        raise CliError("--max-wer-regression must be >= 0")
-    init_from = _check_init_from(args.init_from, args.preset, args.vocabulary,
-                                 args.frontend)
-    paths, wall = local_runner.run_local(
-        data_root=args.data_root, output_dir=args.output_dir,
-        preset_name=args.preset, beam_args=args.beam_arg or None,
-        split_patterns=_split_patterns(args.split),
-        train_steps=args.train_steps, eval_steps=args.eval_steps,
-        wer_upper_bound=args.wer_upper_bound,
-        max_audio_seconds=args.max_audio_seconds,
-        enable_cache=not args.no_cache, init_from=init_from,
-        max_wer_regression=args.max_wer_regression,
-        vocabulary=args.vocabulary, frontend=args.frontend,
-        beam_width=args.beam_width)
-    summary = run_summary.finish_run(paths, args.preset,
-                                     os.path.abspath(args.data_root), wall)
-    print(run_summary.format_summary(summary))
-    print(f"summary: {paths.summary_path}")
-    print(f"report: {summary['report']}")
-    return 0
 
 
 def _check_subsets(data_root: str, patterns: Optional[Dict[str, str]]) -> None:
@@ -113,21 +160,57 @@ def _check_subsets(data_root: str, patterns: Optional[Dict[str, str]]) -> None:
             raise CliError(f"split {split.name}: {e}") from None
 
 
-def cmd_validate_data(args) -> int:
-    from pipeline import validate_data
+def _local_data_root(data_root: str) -> str:
+    if not os.path.isdir(data_root):
+        raise CliError(f"--data-root {data_root}: no such directory")
+    return os.path.abspath(data_root)
 
-    if not os.path.isdir(args.data_root):
-        raise CliError(f"--data-root {args.data_root}: no such directory")
+
+# --- Commands ---------------------------------------------------------------
+def cmd_run(args) -> int:
+    data_root = _local_data_root(args.data_root)  # before seconds of imports
+    from pipeline import local_runner
+    from tools import console
+    from tools import summary as run_summary
+
+    options = options_from_args(args)
+    _check_subsets(data_root, options.splits)
+    options = options_from_args(
+        args, init_from=_check_init_from(args.init_from, options.preset))
+    paths = local_runner.RunPaths(os.path.abspath(args.output_dir))
+    with console.component_progress(paths.metadata_path,
+                                    options.pipeline_name):
+        paths, wall = local_runner.run_local(options, data_root,
+                                             args.output_dir, args.beam_arg)
+    summary = run_summary.finish_run(paths, options.preset.name, data_root,
+                                     wall, options.pipeline_name)
+    print(run_summary.format_summary(summary))
+    print(f"summary: {paths.summary_path}")
+    print(f"report: {summary['report']}")
+    return 0
+
+
+def cmd_validate_data(args) -> int:
+    from pipeline.options import RunOptions
+    from tools import validate_data
+
+    data_root = _local_data_root(args.data_root)
     if args.max_quarantined < 0 or args.max_anomalies < 0:
         raise CliError("--max-quarantined and --max-anomalies must be >= 0")
     patterns = _split_patterns(args.split)
-    _check_subsets(os.path.abspath(args.data_root), patterns)
+    _check_subsets(data_root, patterns)
+    try:
+        options = RunOptions.resolve(
+            split_patterns=patterns, max_audio_seconds=args.max_audio_seconds,
+            pipeline_name=validate_data.PIPELINE_NAME)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     try:
         report = validate_data.validate_data(
-            data_root=args.data_root, output_dir=args.output_dir,
+            data_root=data_root, output_dir=args.output_dir,
             report_path=args.report, max_quarantined=args.max_quarantined,
-            max_anomalies=args.max_anomalies, beam_args=args.beam_arg or None,
-            split_patterns=patterns, max_audio_seconds=args.max_audio_seconds)
+            max_anomalies=args.max_anomalies, options=options,
+            beam_args=args.beam_arg)
     except validate_data.ValidationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -140,91 +223,19 @@ def cmd_validate_data(args) -> int:
     return 1
 
 
-def _read_audio(path: str):
-    """16 kHz mono float32 samples of any file soundfile reads; other rates
-    are resampled (soxr, the resampler librosa uses by default)."""
-    import numpy as np
-    import soundfile as sf
-    import soxr
-    from models import config
-
-    if not os.path.exists(path):
-        raise CliError(f"{path}: no such file")
-    try:
-        samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types for bad files
-        raise CliError(f"{path}: cannot read audio ({e})") from None
-    samples = samples.mean(axis=1)  # mono: the channels' mean
-    if samples.size == 0:
-        raise CliError(f"{path}: the file holds no audio samples")
-    if not np.all(np.isfinite(samples)):
-        bad = int(np.sum(~np.isfinite(samples)))
-        raise CliError(f"{path}: audio contains NaN or Inf samples "
-                       f"({bad} of {samples.size})")
-    if rate != config.SAMPLE_RATE:
-        samples = soxr.resample(samples, rate, config.SAMPLE_RATE)
-    if samples.size < config.WINDOW_SAMPLES:
-        raise CliError(f"{path}: audio is shorter than one "
-                       f"{config.WINDOW_SECONDS * 1000:.0f} ms analysis window")
-    return samples.astype("float32")
-
-
-def _transcribe_samples(transcribe, samples, window_seconds: float) -> str:
-    """Text of 16 kHz samples: segments of at most window_seconds, cut at
-    pauses (models.serving.split_long_audio), batched, texts joined."""
-    import numpy as np
-    import tensorflow as tf
-    from models import config
-    from models import serving
-
-    bounds = serving.split_long_audio(samples, window_seconds)
-    texts = []
-    for i in range(0, len(bounds), config.TRANSCRIBE_BATCH_SEGMENTS):
-        chunk = bounds[i:i + config.TRANSCRIBE_BATCH_SEGMENTS]
-        lengths = [end - start for start, end in chunk]
-        batch = np.zeros([len(chunk), max(lengths)], np.float32)
-        for row, (start, end) in enumerate(chunk):
-            batch[row, :end - start] = samples[start:end]
-        out = transcribe(audio=tf.constant(batch),
-                         num_samples=tf.constant(lengths, tf.int64))
-        texts += [t.decode() for t in out[config.TEXT_OUTPUT_KEY].numpy()]
-    return " ".join(t.strip() for t in texts if t.strip())
-
-
 def cmd_transcribe(args) -> int:
-    import tensorflow as tf
     from models import config
-    from pipeline.summary import load_model
+    from tools import transcribe
 
     if not args.window_seconds > 2 * config.SPLIT_FRAME_SECONDS:
         raise CliError(f"--window-seconds must be > "
                        f"{2 * config.SPLIT_FRAME_SECONDS} s")
     try:
-        model, model_dir = load_model(args.model)
-    except (FileNotFoundError, OSError, ValueError) as e:
-        raise CliError(f"--model {args.model}: {e}") from None
-    if config.TRANSCRIBE_SIGNATURE not in model.signatures:
-        raise CliError(f"--model {model_dir}: no "
-                       f"{config.TRANSCRIBE_SIGNATURE!r} signature")
-    transcribe = model.signatures[config.TRANSCRIBE_SIGNATURE]
-    failures = 0
-    for path in args.files:
-        try:
-            samples = _read_audio(path)
-            text = _transcribe_samples(transcribe, samples,
-                                       args.window_seconds)
-        except CliError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        except tf.errors.OpError as e:  # the graph's own input checks
-            print(f"error: {path}: transcription failed ({e.message})",
-                  file=sys.stderr)
-            failures += 1
-            continue
-        print(f"{path}\t{text}" if len(args.files) > 1 else text)
-    if failures:
-        print(f"{failures} of {len(args.files)} files failed", file=sys.stderr)
+        transcriber = transcribe.saved_model_transcriber(args.model)
+    except transcribe.TranscriptionError as e:
+        raise CliError(str(e)) from None
+    failures = transcribe.transcribe_files(transcriber, args.files,
+                                           args.window_seconds)
     return 1 if failures else 0
 
 
@@ -232,22 +243,21 @@ def cmd_import_weights(args) -> int:
     from models import config
     from models import weights
 
-    model_config = _model_config(
-        args.preset, config.MOONSHINE_BPE_VOCABULARY
-        if args.vocab == "official" else None, args.frontend)
+    vocabulary = (config.MOONSHINE_BPE_VOCABULARY if args.vocab == "official"
+                  else None)
+    model_config = config.get_preset(args.preset).with_overrides(
+        vocabulary, args.frontend).model
     try:
         report = weights.import_weights(args.source, model_config,
                                         args.output_dir)
     except weights.CheckpointError as e:
         raise CliError(str(e)) from None
     print(report.summary())
-    options = "".join(
-        f" --{name} {value}" for name, value in (
-            ("vocabulary", model_config.vocabulary if args.vocab == "official"
-             else None), ("frontend", args.frontend)) if value)
+    flags = "".join(f" --{name} {value}" for name, value in (
+        ("vocabulary", vocabulary), ("frontend", args.frontend)) if value)
     print(f"wrote {os.path.join(args.output_dir, weights.HF_WEIGHTS_FILE)}; "
           f"fine-tune with: moonshine-tfx run --preset {args.preset}"
-          f"{options} --init-from {args.output_dir}")
+          f"{flags} --init-from {args.output_dir}")
     return 0
 
 
@@ -260,7 +270,7 @@ def _metadata_path(args) -> str:
 
 def cmd_lineage(args) -> int:
     import json
-    from pipeline import lineage
+    from tools import lineage
 
     try:
         result = lineage.lineage(_metadata_path(args), args.pushed_model_id)
@@ -273,7 +283,7 @@ def cmd_lineage(args) -> int:
 
 def cmd_runs(args) -> int:
     import json
-    from pipeline import lineage
+    from tools import lineage
 
     try:
         rows = lineage.runs(_metadata_path(args))
@@ -286,23 +296,17 @@ def cmd_runs(args) -> int:
 def cmd_compile_kubeflow(args) -> int:
     from pipeline import kubeflow_runner
 
+    options = options_from_args(args, pipeline_name=args.pipeline_name)
     try:
         path = kubeflow_runner.compile_kubeflow(
-            image=args.image, pipeline_root=args.pipeline_root,
+            options, image=args.image, pipeline_root=args.pipeline_root,
             output=args.output, data_root=args.data_root,
-            preset_name=args.preset, pipeline_name=args.pipeline_name,
-            gpus=args.gpus, gpu_type=args.gpu_type,
-            trainer_cpu=args.trainer_cpu, trainer_memory=args.trainer_memory,
-            beam_args=args.beam_arg or None,
-            baseline_model_uri=args.baseline_model,
+            resources=kubeflow_runner.TrainerResources(
+                gpus=args.gpus, cpu=args.trainer_cpu,
+                memory=args.trainer_memory, gpu_type=args.gpu_type),
+            beam_args=args.beam_arg, baseline_model_uri=args.baseline_model,
             serving_model_dir=args.serving_model_dir,
-            schema_file=args.schema_file,
-            split_patterns=_split_patterns(args.split),
-            train_steps=args.train_steps, eval_steps=args.eval_steps,
-            wer_upper_bound=args.wer_upper_bound,
-            max_audio_seconds=args.max_audio_seconds,
-            enable_cache=not args.no_cache, vocabulary=args.vocabulary,
-            frontend=args.frontend, beam_width=args.beam_width)
+            schema_file=args.schema_file)
     except kubeflow_runner.KubeflowConfigError as e:
         raise CliError(str(e)) from None
     for note in kubeflow_runner.storage_notes(
@@ -313,6 +317,7 @@ def cmd_compile_kubeflow(args) -> int:
     return 0
 
 
+# --- The parser -------------------------------------------------------------
 def _add_store_args(p) -> None:
     p.add_argument("--output-dir", default="outputs/demo",
                    help="a run's output dir (its metadata.sqlite is read)")
@@ -320,42 +325,8 @@ def _add_store_args(p) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
-def _add_model_args(p) -> None:
+def _add_run(sub) -> None:
     from models import config
-
-    p.add_argument("--vocabulary", choices=sorted(config.VOCABULARY_SIZES),
-                   help="the model's output vocabulary, replacing the "
-                   f"preset's ({config.CHARACTER_VOCABULARY}): "
-                   f"{config.MOONSHINE_BPE_VOCABULARY} is the official "
-                   "model's 32k BPE, whose embedding --init-from imports")
-    p.add_argument("--frontend", choices=("log_mel", "waveform"),
-                   help="the encoder's front end, replacing the preset's "
-                   "(log_mel): 'waveform' is the paper's conv stem over raw "
-                   "audio, whose weights --init-from imports")
-    p.add_argument("--beam-width", type=_positive_int, metavar="N",
-                   help="beam width of the exported model's decoding, "
-                   "replacing the preset's (demo: "
-                   f"{config.get_preset('demo').decode.beam_width}); 1 is "
-                   "greedy, the fastest")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from models import config
-
-    parser = argparse.ArgumentParser(
-        prog="moonshine-tfx",
-        description="Train, evaluate and ship Moonshine ASR with TFX.")
-    sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole pipeline locally "
                          "(LocalDagRunner, SQLite ML Metadata)")
@@ -363,34 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LibriSpeech-layout root (default: the embedded corpus)")
     run.add_argument("--output-dir", default="outputs/run",
                      help="pipeline root, metadata store, pushed model, summary")
-    run.add_argument("--preset", default="demo", choices=sorted(config.PRESETS))
-    run.add_argument("--beam-arg", action="append", metavar="ARG",
-                     help="Beam pipeline arg, repeatable (e.g. "
-                     "--beam-arg=--runner=FlinkRunner)")
-    run.add_argument("--split", action="append", metavar="SPLIT=GLOB",
-                     help="subset glob per split, repeatable (default: "
-                     "train*->train, dev*->eval, test*->test)")
-    run.add_argument("--train-steps", type=int, default=None)
-    run.add_argument("--eval-steps", type=int, default=None)
-    run.add_argument("--wer-upper-bound", type=float, default=None,
-                     help="bless only below this eval WER (default: preset's)")
-    run.add_argument("--max-wer-regression", type=float,
-                     default=config.MAX_WER_REGRESSION, metavar="DELTA",
-                     help="bless only if eval WER is at most DELTA above the "
-                     "latest blessed model's (absolute; default %(default)s; "
-                     "a first run is judged on --wer-upper-bound alone)")
-    run.add_argument("--max-audio-seconds", type=float,
-                     default=config.MAX_AUDIO_SECONDS)
-    run.add_argument("--no-cache", action="store_true",
-                     help="re-execute every component")
     run.add_argument("--init-from", metavar="PATH",
                      help="start training from these weights: an "
                      "`import-weights` output dir, or an official checkpoint "
                      "(dir of .weights.h5 files or model.safetensors)")
-    _add_model_args(run)
+    _add_run_options(run, config.DEFAULT_PRESET)
     run.set_defaults(func=cmd_run)
 
-    from pipeline import validate_data as vd  # constants only, no TFX
+
+def _add_validate_data(sub) -> None:
+    from models import config
+    from tools import validate_data as vd  # constants only, no TFX
+
     va = sub.add_parser(
         "validate-data", help="ingest, compute statistics and validate a "
         "LibriSpeech-layout corpus against the schema (no training); "
@@ -415,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Beam pipeline arg, repeatable")
     va.set_defaults(func=cmd_validate_data)
 
+
+def _add_transcribe(sub) -> None:
+    from models import config
+
     tr = sub.add_parser("transcribe", help="transcribe audio files with a "
                         "pushed SavedModel")
     tr.add_argument("--model", required=True,
@@ -427,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("files", nargs="+", metavar="FILE")
     tr.set_defaults(func=cmd_transcribe)
 
+
+def _add_import_weights(sub) -> None:
+    from models import config
     from models import weights as mw  # constants only, no TensorFlow
+
     im = sub.add_parser(
         "import-weights", help="convert an official Moonshine checkpoint "
         "(useful-moonshine .weights.h5 files or Hugging Face "
@@ -439,9 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--output-dir", required=True,
                     help=f"gets {mw.HF_WEIGHTS_FILE} and "
                     f"{mw.IMPORT_REPORT_FILE}")
-    im.add_argument("--frontend", choices=("log_mel", "waveform"),
+    im.add_argument("--frontend", choices=config.FRONTENDS,
                     help="override the preset's front end (the official "
-                    "model's is 'waveform'; pass the same to `run`)")
+                    f"model's is '{config.WAVEFORM_FRONTEND}'; pass the same "
+                    "to `run`)")
     im.add_argument("--vocab", choices=("characters", "official"),
                     default="characters",
                     help="'characters': everything but the token embedding "
@@ -450,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{config.MOONSHINE_BPE_VOCABULARY}`")
     im.set_defaults(func=cmd_import_weights)
 
+
+def _add_lineage_and_runs(sub) -> None:
     li = sub.add_parser("lineage", help="trace a pushed model back to its "
                         "data, code and evaluation (ML Metadata)")
     _add_store_args(li)
@@ -461,7 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(ru)
     ru.set_defaults(func=cmd_runs)
 
+
+def _add_compile_kubeflow(sub) -> None:
     from pipeline import kubeflow_runner as kfr  # constants only, no TFX
+
     kf = sub.add_parser(
         "compile-kubeflow", help="compile the pipeline for Kubeflow Pipelines "
         "v2 / Vertex AI (KubeflowV2DagRunner); does not submit")
@@ -477,9 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="LibriSpeech-layout root (gs://, s3://, or an "
                     "absolute path in the image; default: the image's "
                     f"embedded corpus, {kfr.IMAGE_EMBEDDED_CORPUS})")
-    kf.add_argument("--preset", default=kfr.DEFAULT_PRESET,
-                    choices=sorted(config.PRESETS))
-    kf.add_argument("--pipeline-name", default=kfr.DEFAULT_PIPELINE_NAME)
+    kf.add_argument("--pipeline-name", default=None,
+                    help="default: moonshine-tfx")
     kf.add_argument("--gpus", type=int, default=1,
                     help="GPUs for the Trainer (0: train on CPU)")
     kf.add_argument("--gpu-type", default=kfr.DEFAULT_GPU_TYPE,
@@ -489,30 +457,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Trainer CPU limit (8, 7.5, 500m)")
     kf.add_argument("--trainer-memory", default=kfr.DEFAULT_TRAINER_MEMORY,
                     help="Trainer memory limit (32G, 32Gi, 512Mi)")
-    kf.add_argument("--beam-arg", action="append", metavar="ARG",
-                    help="Beam arg of ExampleGen, StatisticsGen, Transform and "
-                    "Evaluator, repeatable (default: "
-                    f"{' '.join(kfr.DEFAULT_BEAM_ARGS)})")
     kf.add_argument("--baseline-model", metavar="URI",
-                    help="Trainer model artifact (holding Format-Serving/) "
+                    help="exported model artifact (holding Format-Serving/) "
                     "imported as the Evaluator's no-regression baseline; "
-                    "without it only the absolute WER bound gates")
+                    "without it only the absolute bounds gate")
     kf.add_argument("--serving-model-dir", metavar="URI",
                     help="Pusher destination (default: "
                     "<pipeline-root>/<pipeline-name>/serving_model)")
     kf.add_argument("--schema-file", default=kfr.IMAGE_SCHEMA_FILE,
                     help="the curated schema as the pods see it")
-    kf.add_argument("--split", action="append", metavar="SPLIT=GLOB",
-                    help="subset glob per split, repeatable")
-    kf.add_argument("--train-steps", type=int, default=None)
-    kf.add_argument("--eval-steps", type=int, default=None)
-    kf.add_argument("--wer-upper-bound", type=float, default=None)
-    kf.add_argument("--max-audio-seconds", type=float,
-                    default=config.MAX_AUDIO_SECONDS)
-    kf.add_argument("--no-cache", action="store_true",
-                    help="disable KFP's execution caching")
-    _add_model_args(kf)
+    _add_run_options(kf, kfr.DEFAULT_PRESET)
     kf.set_defaults(func=cmd_compile_kubeflow)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moonshine-tfx",
+        description="Train, evaluate and ship Moonshine ASR with TFX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_validate_data, _add_transcribe,
+                _add_import_weights, _add_lineage_and_runs,
+                _add_compile_kubeflow):
+        add(sub)
     return parser
 
 

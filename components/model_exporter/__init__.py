@@ -1,0 +1,1 @@
+"""ModelExporter: the trained weights plus decoding settings -> the serving model."""

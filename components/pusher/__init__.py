@@ -1,0 +1,1 @@
+"""Pusher: TFX's Pusher that never pushes the model already serving."""

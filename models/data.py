@@ -1,0 +1,186 @@
+"""The Trainer's input pipeline: transformed examples -> bucketed batches.
+
+Read (gzipped TFRecords of Transform's output), parse, shuffle, bucket by
+length and pad; augmentation happens on the batches inside the train step
+(models/augment.py), as icefall keeps its data module apart from its
+training loop. Lengths are in the front end's unit (config.FrontEnd: frames
+of log-mel, or samples of waveform).
+
+An epoch is the number of batches one pass of the training data fills; it is
+computed from the length counts Transform's analyzers already wrote
+(`LENGTH_COUNTS_VOCABULARY`), never by reading the data before training.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import tensorflow as tf
+
+from models import config
+
+# Length buckets grow geometrically, so padding inside a batch stays under
+# 1 - 1/BUCKET_RATIO whatever the utterance length (as Lhotse's and icefall's
+# duration buckets do), from the shortest clip worth a bucket to the longest
+# utterance ingestion lets through.
+BUCKET_RATIO = 1.1
+MIN_BUCKET_SECONDS = 1.0
+SHUFFLE_BUFFER = 2048
+# Token sequences pad to a multiple of this under static_shapes (XLA).
+TOKEN_PAD_MULTIPLE = 16
+# Transform's vocabulary of the analysed (train) split's input lengths, with
+# their counts (models/preprocessing.py writes it).
+LENGTH_COUNTS_VOCABULARY = "train_input_lengths"
+
+
+def _parse(feature_spec: Dict, front: config.FrontEnd):
+    """Transformed example -> (model inputs, targets); the input is the front
+    end's [units(, channels)] with its length in the same unit."""
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, feature_spec)
+        inputs = tf.sparse.to_dense(ex[front.feature_key])
+        if front.channels is not None:
+            inputs = tf.reshape(inputs, [-1, front.channels])
+        tokens = tf.cast(tf.sparse.to_dense(ex[config.TOKENS_KEY]), tf.int32)
+        features = {
+            "features": inputs,
+            "lengths": tf.cast(ex[front.length_key], tf.int32),
+            "tokens": tokens[:-1],
+        }
+        return features, tokens[1:]
+    return parse
+
+
+def bucket_boundaries(max_seconds: float, per_second: float) -> List[int]:
+    """Length bucket edges from MIN_BUCKET_SECONDS to max_seconds, in units
+    of `per_second` per second."""
+    edge = MIN_BUCKET_SECONDS * per_second
+    edges = []
+    while edge < max_seconds * per_second:
+        edges.append(int(round(edge)))
+        edge *= BUCKET_RATIO
+    return edges
+
+
+def bucket_batch_sizes(boundaries: List[int], batch_size: int,
+                       batch_seconds: float, per_second: float,
+                       max_seconds: float) -> List[int]:
+    """Utterances per batch for each bucket: batch_size, or as many as fit
+    in batch_seconds of padded audio (at least one)."""
+    if not batch_seconds:
+        return [batch_size] * (len(boundaries) + 1)
+    # A bucket's batch pads to its longest member, below its upper edge.
+    uppers = [b / per_second for b in boundaries] + [max_seconds]
+    return [max(1, int(batch_seconds // upper)) for upper in uppers]
+
+
+def bucket_plan(batch_size: int, batch_seconds: float,
+                front: config.FrontEnd,
+                max_seconds: float = config.MAX_AUDIO_SECONDS
+                ) -> Tuple[List[int], List[int]]:
+    """(bucket edges, utterances per batch of each bucket) in the front
+    end's length unit, up to the longest utterance ingestion lets through."""
+    per_second = front.units_per_second
+    boundaries = bucket_boundaries(max_seconds, per_second)
+    return boundaries, bucket_batch_sizes(boundaries, batch_size,
+                                          batch_seconds, per_second,
+                                          max_seconds)
+
+
+def count_batches(length_counts: Mapping[int, int], boundaries: List[int],
+                  batch_sizes: List[int]) -> int:
+    """Full batches one pass of utterances fills when bucketed (training
+    repeats the data before bucketing, so no batch is partial), from
+    {length: utterances of that length}: len / batch_size when every bucket
+    has that size."""
+    counts = [0] * len(batch_sizes)
+    for length, n in length_counts.items():
+        counts[bisect.bisect_right(boundaries, length)] += n
+    return math.ceil(round(sum(c / size for c, size in zip(counts, batch_sizes)),
+                           6))
+
+
+def length_counts(tf_transform_output) -> Dict[int, int]:
+    """{input length: utterances} of the training split, as Transform's
+    analyzers counted them."""
+    path = tf_transform_output.vocabulary_file_by_name(
+        LENGTH_COUNTS_VOCABULARY)
+    counts: Dict[int, int] = {}
+    with tf.io.gfile.GFile(path) as f:
+        for line in f:
+            count, length = line.split()  # "<count> <value>", as TFT writes
+            counts[int(length)] = int(count)
+    return counts
+
+
+def batch_by_length(ds: tf.data.Dataset, batch_size: int,
+                    front: config.FrontEnd, batch_seconds: float = 0.0,
+                    static_shapes: bool = False,
+                    max_seconds: float = config.MAX_AUDIO_SECONDS
+                    ) -> tf.data.Dataset:
+    """Padded batches of utterances of similar length (bucketed).
+
+    static_shapes pads each batch to its bucket's upper edge and the tokens
+    to a multiple of TOKEN_PAD_MULTIPLE, so an XLA-compiled step sees a few
+    dozen shapes instead of one per batch; max_seconds is then the longest
+    utterance ingestion let through (the last bucket's edge).
+    """
+    boundaries, sizes = bucket_plan(batch_size, batch_seconds, front,
+                                    max_seconds)
+    if static_shapes:
+        boundaries = boundaries + [
+            int(max_seconds * front.units_per_second) + 1]
+        sizes = sizes + sizes[-1:]
+    ds = ds.bucket_by_sequence_length(
+        element_length_func=lambda x, y: x["lengths"],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=sizes,
+        padded_shapes=({"features": list(front.padded_shape), "lengths": [],
+                        "tokens": [None]}, [None]),
+        padding_values=({"features": 0.0, "lengths": 0,
+                         "tokens": config.PAD_ID}, config.PAD_ID),
+        pad_to_bucket_boundary=static_shapes,
+        drop_remainder=False)
+    return ds.map(_pad_tokens) if static_shapes else ds
+
+
+def _pad_tokens(inputs, targets):
+    """Tokens and targets padded with PAD to a multiple of
+    TOKEN_PAD_MULTIPLE (masked out of every loss)."""
+    length = tf.shape(targets)[1]
+    pad = [[0, 0], [0, -length % TOKEN_PAD_MULTIPLE]]
+    inputs = dict(inputs, tokens=tf.pad(inputs["tokens"], pad,
+                                        constant_values=config.PAD_ID))
+    return inputs, tf.pad(targets, pad, constant_values=config.PAD_ID)
+
+
+def make_dataset(file_patterns: List[str], tf_transform_output,
+                 preset: config.Preset, training: bool,
+                 batch_size: Optional[int] = None,
+                 static_shapes: bool = False,
+                 max_seconds: float = config.MAX_AUDIO_SECONDS
+                 ) -> tf.data.Dataset:
+    """Bucketed, padded batches of (model inputs, target tokens).
+
+    Training data repeats before bucketing so that no bucket is flushed half
+    full at each epoch boundary. Files are listed in order, so that a
+    distribution strategy's auto-sharding gives each worker its own files.
+    """
+    files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise ValueError(f"no transformed examples match {file_patterns}")
+    batch_size = batch_size or preset.train.batch_size
+    front = preset.model.front_end
+    spec = tf_transform_output.transformed_feature_spec()
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                 num_parallel_reads=tf.data.AUTOTUNE)
+    if training:
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=preset.train.seed,
+                        reshuffle_each_iteration=True).repeat()
+    ds = ds.map(_parse(spec, front), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = batch_by_length(ds, batch_size, front, preset.train.batch_seconds,
+                         static_shapes, max_seconds)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,99 @@
+"""Where and how the Trainer computes: strategy, precision, XLA, the chief.
+
+Decisions only (which strategy, which dtype policy, whether to compile),
+each a function of the host's GPUs and TF_CONFIG so that tests can force
+them on a CPU; models/trainer.py applies them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import List, Optional, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from models import config
+
+
+def strategy_kind(tf_config: Optional[str], n_gpus: int) -> str:
+    """'multi_worker' when TF_CONFIG names several workers (the TFX Trainer
+    on Vertex AI or a TFJob sets it per replica), 'mirrored' over several
+    local GPUs, else 'default'."""
+    cluster = json.loads(tf_config or "{}").get("cluster", {})
+    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
+        return "multi_worker"
+    return "mirrored" if n_gpus > 1 else "default"
+
+
+def is_chief(tf_config: Optional[str]) -> bool:
+    """Whether this replica writes the model (the chief, or worker 0 of a
+    cluster without one); every other replica exports to a scratch dir."""
+    parsed = json.loads(tf_config or "{}")
+    task = parsed.get("task", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return (task.get("type") == "worker" and int(task.get("index", 0)) == 0
+            and "chief" not in parsed.get("cluster", {}))
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """The strategy for this host and TF_CONFIG (see strategy_kind); must be
+    created before any other TensorFlow op runs (MultiWorkerMirrored)."""
+    kind = strategy_kind(os.environ.get("TF_CONFIG"),
+                         len(tf.config.list_physical_devices("GPU")))
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def gpu_capabilities() -> List[Tuple[int, int]]:
+    """CUDA compute capability of each local GPU ([] on a CPU host)."""
+    return [tuple(tf.config.experimental.get_device_details(g).get(
+        "compute_capability", (0, 0)))
+        for g in tf.config.list_physical_devices("GPU")]
+
+
+def resolve_precision(train_config: config.TrainConfig,
+                      capabilities: Optional[List[Tuple[int, int]]] = None
+                      ) -> str:
+    """The Keras dtype policy TrainConfig.precision asks for on this host
+    (capabilities: gpu_capabilities(), by default queried)."""
+    if train_config.precision != "auto":
+        return train_config.precision
+    if capabilities is None:
+        capabilities = gpu_capabilities()
+    if not capabilities:
+        return "float32"
+    # bfloat16 needs Ampere (8.0) or newer, and no loss scaling.
+    return ("mixed_bfloat16" if min(capabilities) >= (8, 0)
+            else "mixed_float16")
+
+
+def resolve_jit_compile(train_config: config.TrainConfig,
+                        capabilities: Optional[List[Tuple[int, int]]] = None
+                        ) -> bool:
+    """TrainConfig.jit_compile, or XLA exactly when there is a GPU."""
+    if train_config.jit_compile is not None:
+        return train_config.jit_compile
+    if capabilities is None:
+        capabilities = gpu_capabilities()
+    return bool(capabilities)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set to `name` inside the block only:
+    layers take the policy in force when they are constructed."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -1,0 +1,51 @@
+"""The training losses: label-smoothed cross-entropy and the auxiliary CTC.
+
+Hybrid CTC/attention (ESPnet): the decoder's teacher-forced cross-entropy
+plus a CTC loss on a training-only head over the encoder, which makes the
+encoder align audio and tokens early. Both are computed in float32 whatever
+the compute dtype, and averaged over real (non-PAD) tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import tensorflow as tf
+
+from models import config
+
+
+def cross_entropy(logits: tf.Tensor, targets: tf.Tensor, vocab_size: int,
+                  label_smoothing: float) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(mean label-smoothed cross-entropy, token accuracy) over non-PAD
+    targets; logits [B, L, vocab] float32, targets [B, L]."""
+    mask = tf.cast(tf.not_equal(targets, config.PAD_ID), tf.float32)
+    n_tokens = tf.maximum(tf.reduce_sum(mask), 1.0)
+    one_hot = tf.one_hot(targets, vocab_size)
+    smooth = one_hot * (1.0 - label_smoothing) + label_smoothing / vocab_size
+    ce = tf.nn.softmax_cross_entropy_with_logits(smooth, logits)
+    correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                               targets), tf.float32)
+    return (tf.reduce_sum(ce * mask) / n_tokens,
+            tf.reduce_sum(correct * mask) / n_tokens)
+
+
+def ctc(ctc_logits: tf.Tensor, encoded_lengths: tf.Tensor,
+        targets: tf.Tensor) -> tf.Tensor:
+    """CTC loss per label token of the targets without </s> (the blank is
+    PAD's id: PAD never appears inside a label); ctc_logits [B, T, vocab]."""
+    labels = tf.where(tf.equal(targets, config.EOS_ID), config.PAD_ID,
+                      targets)
+    label_lengths = tf.reduce_sum(
+        tf.cast(tf.not_equal(labels, config.PAD_ID), tf.int32), -1)
+    per_example = tf.nn.ctc_loss(
+        labels=labels, logits=ctc_logits, label_length=label_lengths,
+        logit_length=encoded_lengths, logits_time_major=False,
+        blank_index=config.PAD_ID)
+    # An utterance too fast for the encoder's frame rate has no CTC
+    # alignment (infinite loss): it still trains through the decoder.
+    feasible = tf.math.is_finite(per_example)
+    per_example = tf.where(feasible, per_example, 0.0)
+    return tf.reduce_sum(per_example) / tf.maximum(
+        tf.reduce_sum(tf.cast(label_lengths, tf.float32)
+                      * tf.cast(feasible, tf.float32)), 1.0)

@@ -1,0 +1,226 @@
+"""The Trainer's input pipeline (models/data.py): bucketing, padding, order.
+
+Padding is measured on the embedded corpus's real utterance lengths.
+"""
+
+import collections
+import glob
+import os
+
+import numpy as np
+import soundfile as sf
+import tensorflow as tf
+
+from conftest import EMBEDDED_CORPUS
+from models import config, data, features
+from conftest import tiny_preset
+
+N_MELS = config.N_MELS
+FRONT = config.front_end(config.LOG_MEL_FRONTEND)
+
+
+def _edges():
+    return data.bucket_boundaries(config.MAX_AUDIO_SECONDS,
+                                  FRONT.units_per_second)
+
+
+def _corpus_frame_counts(split_prefix="train"):
+    flacs = sorted(glob.glob(os.path.join(
+        EMBEDDED_CORPUS, f"{split_prefix}*", "*", "*", "*.flac")))
+    assert flacs, EMBEDDED_CORPUS
+    samples = [sf.info(f).frames for f in flacs]
+    return [int(n) for n in features.frames_for_samples(np.array(samples))]
+
+
+def _length_only_dataset(frame_counts, seed):
+    """Elements shaped like the Trainer's, with the corpus's real lengths."""
+    def gen():
+        order = np.random.default_rng(seed).permutation(len(frame_counts))
+        for i in order:
+            n = frame_counts[i]
+            yield ({"features": np.zeros([n, N_MELS], np.float32),
+                    "lengths": np.int32(n),
+                    "tokens": np.ones([3], np.int32)},
+                   np.ones([3], np.int32))
+    spec = ({"features": tf.TensorSpec([None, N_MELS], tf.float32),
+             "lengths": tf.TensorSpec([], tf.int32),
+             "tokens": tf.TensorSpec([None], tf.int32)},
+            tf.TensorSpec([None], tf.int32))
+    return tf.data.Dataset.from_generator(gen, output_signature=spec)
+
+
+def _padding_fraction(batches):
+    real = padded = 0
+    for inputs, _ in batches:
+        real += int(tf.reduce_sum(inputs["lengths"]))
+        padded += int(tf.size(inputs["lengths"])) * int(
+            tf.shape(inputs["features"])[1])
+    return 1.0 - real / padded
+
+
+def test_bucketed_batches_pad_under_15_percent_on_the_embedded_corpus():
+    frame_counts = _corpus_frame_counts()
+    batch_size = config.get_preset("demo").train.batch_size
+    ds = _length_only_dataset(frame_counts, seed=0)
+    bucketed = _padding_fraction(
+        data.batch_by_length(ds, batch_size, FRONT))
+    naive = _padding_fraction(ds.padded_batch(batch_size))
+    print(f"padding fraction: bucketed {bucketed:.1%}, naive {naive:.1%}")
+    assert bucketed < 0.15
+    # The comparison is what makes the number meaningful: shuffled batches
+    # padded to their longest clip waste far more.
+    assert bucketed < naive / 2
+
+
+def test_bucketing_keeps_every_utterance():
+    frame_counts = _corpus_frame_counts("dev")
+    ds = _length_only_dataset(frame_counts, seed=1)
+    seen = sorted(int(n) for inputs, _ in data.batch_by_length(ds, 16, FRONT)
+                  for n in inputs["lengths"].numpy())
+    assert seen == sorted(frame_counts)
+
+
+def test_bucket_boundaries_cover_the_longest_allowed_utterance():
+    edges = _edges()
+    assert edges == sorted(set(edges))
+    assert edges[-1] * data.BUCKET_RATIO >= (
+        config.MAX_AUDIO_SECONDS / config.HOP_SECONDS)
+    ratios = np.array(edges[1:]) / np.array(edges[:-1])
+    assert np.all(ratios < data.BUCKET_RATIO + 0.02)
+
+
+def test_batch_seconds_sizes_batches_by_audio_not_by_count():
+    frame_counts = _corpus_frame_counts()
+    seconds = 40.0
+    ds = _length_only_dataset(frame_counts, seed=0)
+    sizes, padded_seconds = [], []
+    for inputs, _ in data.batch_by_length(ds, 16, FRONT,
+                                          batch_seconds=seconds):
+        rows, frames = inputs["features"].shape[:2]
+        sizes.append((rows, frames))
+        padded_seconds.append(rows * frames * config.HOP_SECONDS)
+    assert sum(rows for rows, _ in sizes) == len(frame_counts)
+    # No batch holds more padded audio than asked; full batches of short
+    # clips hold more clips than full batches of long ones.
+    assert max(padded_seconds) <= seconds
+    by_length = sorted(sizes, key=lambda s: s[1])
+    assert by_length[0][0] > by_length[-1][0]
+    # An epoch counts the batches one pass of the data fills.
+    edges = _edges()
+    per_bucket = data.bucket_batch_sizes(edges, 16, seconds, FRONT.units_per_second,
+                                        config.MAX_AUDIO_SECONDS)
+    assert per_bucket[0] == int(seconds // (edges[0] * config.HOP_SECONDS))
+    counts = collections.Counter(frame_counts)
+    n = data.count_batches(counts, edges, per_bucket)
+    assert len(sizes) - len(edges) - 1 <= n <= len(sizes)
+    # Sized by count, an epoch is the examples over the batch size.
+    assert data.count_batches(counts, edges, data.bucket_batch_sizes(
+        edges, 16, 0.0, FRONT.units_per_second, config.MAX_AUDIO_SECONDS)
+    ) == -(-len(frame_counts) // 16)
+
+
+def test_static_shapes_pad_to_bucket_edges_and_token_multiples():
+    frame_counts = _corpus_frame_counts("dev")
+    rng = np.random.default_rng(0)
+    n_tokens = rng.integers(5, 60, len(frame_counts))
+
+    def gen():
+        for n, t in zip(frame_counts, n_tokens):
+            yield ({"features": np.ones([n, N_MELS], np.float32),
+                    "lengths": np.int32(n),
+                    "tokens": np.ones([t], np.int32)},
+                   np.ones([t], np.int32))
+    spec = ({"features": tf.TensorSpec([None, N_MELS], tf.float32),
+             "lengths": tf.TensorSpec([], tf.int32),
+             "tokens": tf.TensorSpec([None], tf.int32)},
+            tf.TensorSpec([None], tf.int32))
+    ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
+    edges = _edges() + [
+        int(config.MAX_AUDIO_SECONDS / config.HOP_SECONDS) + 1]
+    frames_seen, shapes = [], set()
+    for inputs, targets in data.batch_by_length(ds, 8, FRONT,
+                                                static_shapes=True):
+        frames = inputs["features"].shape[1]
+        assert frames + 1 in edges
+        assert inputs["tokens"].shape[1] % data.TOKEN_PAD_MULTIPLE == 0
+        assert inputs["tokens"].shape == targets.shape
+        # Padding is PAD, which every loss masks out.
+        real = tf.reduce_sum(tf.cast(targets != config.PAD_ID, tf.int32))
+        assert int(real) == int(tf.reduce_sum(tf.cast(
+            inputs["tokens"] != config.PAD_ID, tf.int32)))
+        shapes.add((frames, inputs["tokens"].shape[1]))
+        frames_seen += list(inputs["lengths"].numpy())
+    assert sorted(frames_seen) == sorted(frame_counts)
+    # Dynamic shapes would give about one shape per batch.
+    assert len(shapes) <= len(edges) * 4
+
+
+class _TransformOutput:
+    """What make_dataset reads of a tft.TFTransformOutput."""
+
+    def transformed_feature_spec(self):
+        return {config.LOG_MEL_KEY: tf.io.VarLenFeature(tf.float32),
+                config.NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64),
+                config.TOKENS_KEY: tf.io.VarLenFeature(tf.int64)}
+
+
+def _write_transformed(path, frame_counts, seed=0):
+    rng = np.random.default_rng(seed)
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for i, n in enumerate(frame_counts):
+            feature = {
+                config.LOG_MEL_KEY: tf.train.Feature(float_list=tf.train.FloatList(
+                    value=rng.standard_normal(n * N_MELS))),
+                config.NUM_FRAMES_KEY: tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[n])),
+                config.TOKENS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[config.SOS_ID, 3 + i % 20, config.EOS_ID]))}
+            writer.write(tf.train.Example(features=tf.train.Features(
+                feature=feature)).SerializeToString())
+
+
+def test_training_order_is_deterministic_under_the_seed(tmp_path):
+    frame_counts = _corpus_frame_counts("dev")[:60]
+    path = str(tmp_path / "train.gz")
+    _write_transformed(path, frame_counts)
+    preset = tiny_preset()
+
+    def first_batches(p, n=6):
+        ds = data.make_dataset([path], _TransformOutput(), p, training=True)
+        return [inputs["lengths"].numpy().tolist()
+                for inputs, _ in ds.take(n)]
+    once = first_batches(preset)
+    assert once == first_batches(preset)
+    assert once != first_batches(tiny_preset(seed=7))
+
+
+def test_waveform_buckets_are_in_samples():
+    waveform = config.front_end(config.WAVEFORM_FRONTEND)
+    edges = data.bucket_boundaries(config.MAX_AUDIO_SECONDS,
+                                   waveform.units_per_second)
+    frames = _edges()
+    assert len(edges) == len(frames)
+    assert edges[0] == data.MIN_BUCKET_SECONDS * config.SAMPLE_RATE
+    assert edges[-1] * data.BUCKET_RATIO >= (
+        config.MAX_AUDIO_SECONDS * config.SAMPLE_RATE)
+    clips = [4000, 16_000, 17_000, 64_000]
+
+    def gen():
+        for n in clips:
+            yield ({"features": np.ones([n], np.float32),
+                    "lengths": np.int32(n), "tokens": np.ones([3], np.int32)},
+                   np.ones([3], np.int32))
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        {"features": tf.TensorSpec([None], tf.float32),
+         "lengths": tf.TensorSpec([], tf.int32),
+         "tokens": tf.TensorSpec([None], tf.int32)},
+        tf.TensorSpec([None], tf.int32)))
+    batches = list(data.batch_by_length(ds, 4, waveform))
+    # 16,000 and 17,000 samples share a bucket; 4,000 and 64,000 do not.
+    assert sorted(inputs["lengths"].numpy().tolist()
+                  for inputs, _ in batches) == [[4000], [16_000, 17_000],
+                                                [64_000]]
+    for inputs, _ in batches:
+        assert inputs["features"].shape.rank == 2
