@@ -32,11 +32,19 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
-# Re-resolve requirements.in into requirements.lock (needs network and uv).
+# Re-resolve requirements.in into requirements.lock, the runtime (the image
+# installs it), and requirements-test.in on top of it (needs network and uv);
+# the never-resolved tail of requirements-test.lock is kept as it is.
 lock:
 	uv pip compile requirements.in -o requirements.lock --python-version 3.10 \
 	  --python-platform x86_64-manylinux_2_31 --no-header
 	sed -i '1i # Every version pinned: generated from requirements.in by `make lock` (uv pip compile, Python 3.10).' requirements.lock
+	uv pip compile requirements-test.in -o /tmp/requirements-test.resolved \
+	  --python-version 3.10 --python-platform x86_64-manylinux_2_31 --no-header
+	{ sed -n '1,3p' requirements-test.lock; \
+	  grep -v -F -x -f <(grep -E '^[A-Za-z0-9]' requirements.lock) /tmp/requirements-test.resolved; \
+	  sed -n '/^# Test-only packages installed the same way/,$$p' requirements-test.lock; \
+	} > requirements-test.lock.new && mv requirements-test.lock.new requirements-test.lock
 
 # Regenerate the embedded corpus: needs the Debian speech engines (the line
 # below) and the pinned Piper runtime of requirements-corpus.txt, which this

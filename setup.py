@@ -12,21 +12,35 @@ setup(
                                     "components.*", "models", "models.*"]),
     # models/assets/: the official BPE tokenizer.json and its licence.
     package_data={"": ["*.pbtxt", "*.json"], "models": ["assets/*"]},
-    # Versions are pinned in requirements.lock (installed by `make`); these
-    # name what the code imports so a bare `pip install .` says what it needs.
+    # Every distribution the product imports, at requirements.lock's pin
+    # (tests/test_packaging.py checks both), so a bare `pip install .` says
+    # what it needs; `make` and the Dockerfile install the whole lock.
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
         "tensorflow-transform==1.16.0",
         "tensorflow-model-analysis==0.47.1",
+        "tensorflow-metadata==1.16.1",
         "ml-metadata==1.16.0",
+        "apache-beam==2.74.0",
+        "kfp==2.5.0",
         "tf-keras==2.16.0",
         "dill==0.3.1.1",
+        "absl-py==1.4.0",
+        "protobuf==3.20.3",
+        "numpy==1.26.4",
+        "pyyaml==6.0.4",
         "soundfile==0.12.1",
         "soxr==0.5.0.post1",
         "librosa==0.10.2.post1",
+        "rapidfuzz==3.14.5",
         "matplotlib==3.9.2",
         "tokenizers==0.20.3",
+        "safetensors==0.8.0",
+        "h5py==3.16.0",
+        "tensorflow-io==0.37.1",
+        "boto3==1.44.8",
+        "botocore==1.44.8",
     ],
     entry_points={"console_scripts": ["moonshine-tfx=tools.cli:main"]},
 )

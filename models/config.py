@@ -74,6 +74,10 @@ MIN_DECODE_TOKENS = 8
 # Python logger of the progress lines a user watches during a run (data
 # steps, training epochs); `moonshine-tfx run` shows them, and little else.
 PROGRESS_LOGGER = "moonshine_tfx.progress"
+# Beam workers' log records reach the runner's process under Beam's own
+# logger names: a progress line starts with this, wherever it was logged.
+PROGRESS_PREFIX = "progress | "
+PROGRESS_SECONDS = 10.0  # at most one progress line per step this often
 
 # --- Long audio in the `transcribe` CLI -------------------------------------
 # Audio longer than the window is cut into segments of at most that length,
@@ -86,7 +90,13 @@ SPLIT_FRAME_SECONDS = 0.1
 TRANSCRIBE_BATCH_SEGMENTS = 8  # segments per call of the serving signature
 
 # --- Raw example features (written by the LibriSpeech ExampleGen) -----------
-AUDIO_KEY = "audio"  # float32 samples in [-1, 1], 16 kHz mono
+# bytes, two values: 16 kHz mono 16-bit samples, zigzag-coded, as a low and a
+# high byte plane (models/pcm.py), what the ExampleGen writes; decoded exactly
+# inside the Transform graph.
+AUDIO_PCM_KEY = "audio_pcm16"
+# float32 samples in [-1, 1], 16 kHz mono: the other way to give a raw example
+# its audio, which the serving signatures use (the graph takes either).
+AUDIO_KEY = "audio"
 TRANSCRIPT_KEY = "transcript"  # bytes, upper-case LibriSpeech text
 UTTERANCE_ID_KEY = "utterance_id"  # bytes, "<speaker>-<chapter>-<utt>"
 SPEAKER_ID_KEY = "speaker_id"  # int64

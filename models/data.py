@@ -1,10 +1,17 @@
-"""The Trainer's input pipeline: transformed examples -> bucketed batches.
+"""The Trainer's input pipeline: raw examples -> features -> bucketed batches.
 
-Read (gzipped TFRecords of Transform's output), parse, shuffle, bucket by
-length and pad; augmentation happens on the batches inside the train step
-(models/augment.py), as icefall keeps its data module apart from its
-training loop. Lengths are in the front end's unit (config.FrontEnd: frames
-of log-mel, or samples of waveform).
+Read the ExampleGen's gzipped TFRecords, shuffle, and compute the model's
+features on the fly with Transform's own graph (its transform_features_layer,
+the very graph the serving signatures run, so train and serve cannot skew):
+log-mel (or the waveform) and tokens, TRANSFORM_BATCH utterances at a time;
+then bucket by length and pad. Transform only analyses (normalisation
+statistics, the length counts below) and materialises nothing: writing
+float32 log-mel through GZIP cost more than computing it
+(BENCHMARKS.md, "Data steps at scale"), and features computed here are as
+cheap per epoch as reading them back would be. Augmentation happens on the
+batches inside the train step (models/augment.py), as icefall keeps its data
+module apart from its training loop. Lengths are in the front end's unit
+(config.FrontEnd: frames of log-mel, or samples of waveform).
 
 An epoch is the number of batches one pass of the training data fills; it is
 computed from the length counts Transform's analyzers already wrote
@@ -35,22 +42,37 @@ TOKEN_PAD_MULTIPLE = 16
 LENGTH_COUNTS_VOCABULARY = "train_input_lengths"
 
 
-def _parse(feature_spec: Dict, front: config.FrontEnd):
-    """Transformed example -> (model inputs, targets); the input is the front
-    end's [units(, channels)] with its length in the same unit."""
-    def parse(serialized):
-        ex = tf.io.parse_single_example(serialized, feature_spec)
-        inputs = tf.sparse.to_dense(ex[front.feature_key])
+# Raw examples go through the Transform graph this many at a time.
+TRANSFORM_BATCH = 32
+# What the features and tokens are computed from.
+_RAW_FEATURES = (config.AUDIO_PCM_KEY, config.AUDIO_KEY,
+                 config.TRANSCRIPT_KEY, config.MOONSHINE_BPE_IDS_KEY)
+
+
+def raw_to_features(tf_transform_output, front: config.FrontEnd):
+    """A batch of serialized raw examples -> (features ragged [B, (units)
+    (, channels)], lengths [B], tokens ragged [B, (n)]) through Transform's
+    graph."""
+    spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items()
+            if k in _RAW_FEATURES}
+    layer = tf_transform_output.transform_features_layer()
+
+    def transform(serialized):
+        out = layer(tf.io.parse_example(serialized, spec))
+        lengths = tf.cast(out[front.length_key], tf.int64)
+        values = tf.RaggedTensor.from_sparse(out[front.feature_key])
         if front.channels is not None:
-            inputs = tf.reshape(inputs, [-1, front.channels])
-        tokens = tf.cast(tf.sparse.to_dense(ex[config.TOKENS_KEY]), tf.int32)
-        features = {
-            "features": inputs,
-            "lengths": tf.cast(ex[front.length_key], tf.int32),
-            "tokens": tokens[:-1],
-        }
-        return features, tokens[1:]
-    return parse
+            values = tf.RaggedTensor.from_row_lengths(
+                tf.reshape(values.flat_values, [-1, front.channels]), lengths)
+        tokens = tf.RaggedTensor.from_sparse(out[config.TOKENS_KEY])
+        return values, tf.cast(lengths, tf.int32), tf.cast(tokens, tf.int32)
+    return transform
+
+
+def _element(values, lengths, tokens):
+    """One utterance as the model's inputs and targets (teacher forcing)."""
+    return ({"features": values, "lengths": lengths,
+             "tokens": tokens[:-1]}, tokens[1:])
 
 
 def bucket_boundaries(max_seconds: float, per_second: float) -> List[int]:
@@ -170,17 +192,19 @@ def make_dataset(file_patterns: List[str], tf_transform_output,
     """
     files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
     if not files:
-        raise ValueError(f"no transformed examples match {file_patterns}")
+        raise ValueError(f"no examples match {file_patterns}")
     batch_size = batch_size or preset.train.batch_size
     front = preset.model.front_end
-    spec = tf_transform_output.transformed_feature_spec()
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
                                  num_parallel_reads=tf.data.AUTOTUNE)
     if training:
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=preset.train.seed,
                         reshuffle_each_iteration=True).repeat()
-    ds = ds.map(_parse(spec, front), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = (ds.batch(TRANSFORM_BATCH)
+          .map(raw_to_features(tf_transform_output, front),
+               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .unbatch()
+          .map(_element))
     ds = batch_by_length(ds, batch_size, front, preset.train.batch_seconds,
                          static_shapes, max_seconds)
     return ds.prefetch(tf.data.AUTOTUNE)

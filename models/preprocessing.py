@@ -26,6 +26,7 @@ import tensorflow_transform as tft
 from models import config
 from models import data
 from models import features
+from models import pcm
 from models import tokenizer
 
 # Keeps the z-score finite for a mel bin that never varies (e.g. digital silence).
@@ -57,11 +58,16 @@ def _model_options(custom_config) -> dict:
 
 
 def _to_dense_1d(x: tf.Tensor, default) -> tf.Tensor:
-    """A single-valued feature as a [batch] tensor, whatever its parsed form."""
+    """A feature of at most one value as a [batch] tensor, `default` where
+    an example has none, whatever its parsed form."""
     if isinstance(x, tf.SparseTensor):
-        x = tf.sparse.to_dense(x, default_value=default)
+        batch = x.dense_shape[0]
+        x = tf.sparse.to_dense(tf.sparse.reset_shape(
+            x, tf.stack([batch, tf.maximum(x.dense_shape[1], 1)])),
+            default_value=default)
     elif isinstance(x, tf.RaggedTensor):
-        x = x.to_tensor(default_value=default)
+        x = x.to_tensor(default_value=default,
+                        shape=[None, 1]) if x.shape.rank == 2 else x
     return tf.reshape(x[:, :1] if x.shape.rank == 2 else x, [-1])
 
 
@@ -108,6 +114,47 @@ def transcript_tokens(inputs, transcript: tf.Tensor,
     return _with_sos_eos(ids)
 
 
+def _pcm_planes(x) -> tf.Tensor:
+    """The PCM feature as [batch, 2] strings; an example without it (float
+    audio instead) gets two empty planes."""
+    if isinstance(x, tf.RaggedTensor):
+        x = x.to_sparse()
+    if isinstance(x, tf.SparseTensor):
+        x = tf.sparse.to_dense(tf.sparse.reset_shape(
+            x, tf.stack([x.dense_shape[0], 2])), default_value=b"")
+    return tf.reshape(x, [-1, 2])
+
+
+def raw_audio(inputs) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each example's 16 kHz samples as a zero-padded [batch, samples]
+    tensor and their lengths, from whichever encoding the example carries:
+    the ExampleGen's PCM bytes (config.AUDIO_PCM_KEY, decoded exactly by
+    models/pcm.py) or float samples (config.AUDIO_KEY, which the serving
+    signatures pass). A schema may hold only one of the two features."""
+    decoded = []
+    if config.AUDIO_PCM_KEY in inputs:
+        decoded.append(pcm.tf_decode(_pcm_planes(inputs[config.AUDIO_PCM_KEY])))
+    if config.AUDIO_KEY in inputs:
+        decoded.append(_audio_batch(inputs[config.AUDIO_KEY]))
+    if not decoded:
+        raise ValueError(f"no audio feature: the raw examples need "
+                         f"{config.AUDIO_PCM_KEY!r} or {config.AUDIO_KEY!r}")
+    samples, lengths = decoded[0]
+    for other, other_lengths in decoded[1:]:
+        width = tf.maximum(tf.shape(samples, out_type=tf.int64)[1],
+                           tf.shape(other, out_type=tf.int64)[1])
+
+        def padded(x):
+            return tf.pad(x, [[0, 0],
+                              [0, width - tf.shape(x, out_type=tf.int64)[1]]])
+        # Each example carries one encoding; the other is empty.
+        use_first = lengths > 0
+        samples = tf.where(use_first[:, tf.newaxis], padded(samples),
+                           padded(other))
+        lengths = tf.where(use_first, lengths, other_lengths)
+    return samples, lengths
+
+
 def _audio_batch(audio) -> tuple[tf.Tensor, tf.Tensor]:
     """Variable-length audio as a zero-padded [batch, samples] tensor and lengths."""
     if isinstance(audio, tf.SparseTensor):
@@ -132,13 +179,13 @@ def _flatten_frames(values: tf.Tensor, num_frames: tf.Tensor) -> tf.SparseTensor
     return flat.to_sparse()
 
 
-def log_mel_features(audio, n_mels: int = config.N_MELS):
-    """Normalised log-mel from raw audio: (varlen flat log_mel, num_frames).
+def log_mel_features(samples, num_samples, n_mels: int = config.N_MELS):
+    """Normalised log-mel from padded raw audio: (varlen flat log_mel,
+    num_frames).
 
     The per-bin mean and variance are TFT analyzers over every valid frame of
     the analysed split; at serving they are constants baked into the graph.
     """
-    samples, num_samples = _audio_batch(audio)
     log_mel, num_frames = features.log_mel_spectrogram(samples, num_samples,
                                                        n_mels=n_mels)
     valid = tf.RaggedTensor.from_tensor(log_mel, lengths=num_frames).flat_values
@@ -148,7 +195,7 @@ def log_mel_features(audio, n_mels: int = config.N_MELS):
     return _flatten_frames(normalised, num_frames), num_frames
 
 
-def waveform_features(audio):
+def waveform_features(samples, num_samples):
     """The waveform front end's input: (varlen samples, num_samples).
 
     The samples pass unchanged: the official model feeds its conv stem the
@@ -157,7 +204,6 @@ def waveform_features(audio):
     over each utterance), so any gain normalisation here would only move
     the input away from what published weights were trained on.
     """
-    samples, num_samples = _audio_batch(audio)
     flat = tf.RaggedTensor.from_tensor(samples, lengths=num_samples)
     return tf.cast(flat, tf.float32).to_sparse(), num_samples
 
@@ -174,10 +220,11 @@ def preprocessing_fn(inputs, custom_config=None):
     """TFT entry point (referenced by dotted path from the pipeline)."""
     options = _model_options(custom_config)
     front = config.front_end(options["frontend"], options["n_mels"])
+    samples, num_samples = raw_audio(inputs)
     if front.name == config.WAVEFORM_FRONTEND:
-        values, lengths = waveform_features(inputs[config.AUDIO_KEY])
+        values, lengths = waveform_features(samples, num_samples)
     else:
-        values, lengths = log_mel_features(inputs[config.AUDIO_KEY],
+        values, lengths = log_mel_features(samples, num_samples,
                                            front.channels)
     outputs = {front.feature_key: values, front.length_key: lengths}
     _count_lengths(lengths)

@@ -65,13 +65,28 @@ def load_trained(directory: str):
 
 
 def _audio_to_raw_feature(audio: tf.Tensor, num_samples: tf.Tensor, spec):
-    """Dense padded audio as the parsed form Transform's raw spec expects."""
+    """A dense padded feature (audio, or bytes) as the parsed form
+    Transform's raw spec expects."""
     ragged = tf.RaggedTensor.from_tensor(audio, lengths=num_samples)
     if isinstance(spec, tf.io.FixedLenFeature):
         return audio
     if isinstance(spec, tf.io.RaggedFeature):
         return ragged
     return ragged.to_sparse()
+
+
+def raw_audio_features(audio: tf.Tensor, num_samples: tf.Tensor,
+                       raw_spec) -> dict:
+    """Float audio [batch, samples] as the raw features of the Transform
+    graph: the samples, and, where the schema has them, empty PCM bytes (the
+    graph takes either encoding, preprocessing.raw_audio)."""
+    raw = {config.AUDIO_KEY: _audio_to_raw_feature(
+        audio, num_samples, raw_spec[config.AUDIO_KEY])}
+    if config.AUDIO_PCM_KEY in raw_spec:
+        no_pcm = tf.fill(tf.stack([tf.size(num_samples), 2]), "")
+        raw[config.AUDIO_PCM_KEY] = _audio_to_raw_feature(
+            no_pcm, tf.zeros_like(num_samples), raw_spec[config.AUDIO_PCM_KEY])
+    return raw
 
 
 class MoonshineServingModule(tf.Module):
@@ -81,8 +96,7 @@ class MoonshineServingModule(tf.Module):
         super().__init__(name="moonshine_serving")
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self._audio_spec = tf_transform_output.raw_feature_spec()[
-            config.AUDIO_KEY]
+        self._raw_spec = tf_transform_output.raw_feature_spec()
         self._front_end = preset.model.front_end
         self._decode = preset.decode
         self._detokenize = (
@@ -129,9 +143,8 @@ class MoonshineServingModule(tf.Module):
         with tf.control_dependencies(checks):
             audio = tf.debugging.check_numerics(
                 audio, "audio contains NaN or Inf samples")
-        raw = {config.AUDIO_KEY: _audio_to_raw_feature(
-            audio, num_samples, self._audio_spec)}
-        transformed = self.tft_layer(raw)
+        transformed = self.tft_layer(raw_audio_features(
+            audio, num_samples, self._raw_spec))
         features, lengths = self._model_inputs(transformed)
         encoded, encoded_lengths = self.model.encode(features, lengths)
         seconds = tf.cast(num_samples, tf.float32) / float(config.SAMPLE_RATE)
@@ -156,10 +169,14 @@ class MoonshineServingModule(tf.Module):
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, serialized):
-        parsed = tf.io.parse_example(
-            serialized, {config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32)})
-        audio = tf.RaggedTensor.from_sparse(parsed[config.AUDIO_KEY])
-        return self._transcribe(audio.to_tensor(0.0), audio.row_lengths())
+        """Raw examples, their audio in either encoding (the ExampleGen's
+        PCM bytes or float samples), decoded as Transform decodes it."""
+        from models import preprocessing
+
+        parsed = tf.io.parse_example(serialized, {
+            config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32),
+            config.AUDIO_PCM_KEY: tf.io.VarLenFeature(tf.string)})
+        return self._transcribe(*preprocessing.raw_audio(parsed))
 
 
 def export_serving_model(model, tf_transform_output, preset: config.Preset,

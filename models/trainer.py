@@ -99,7 +99,8 @@ class Seq2SeqTrainer(keras.Model):
             self.train_config.label_smoothing)
         ctc_weight = self.train_config.ctc_weight
         ctc = (losses.ctc(tf.cast(self.ctc_head(encoded), tf.float32),
-                          encoded_lengths, targets)
+                          encoded_lengths, targets,
+                          jit_compile=bool(self._jit_compile))
                if ctc_weight > 0 else tf.constant(0.0))
         return (1.0 - ctc_weight) * ce + ctc_weight * ctc, ce, ctc, accuracy
 

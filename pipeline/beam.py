@@ -13,13 +13,25 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 LOCAL_RUNNER = "--runner=FnApiRunner"
+# Imported first in each worker process: it registers the run's filesystems.
+WORKER_PLUGIN = "--beam_plugin=pipeline.beam_worker"
 # In one process: TFT's analyzers and the audio decoding run in-process.
-DEFAULT_LOCAL_ARGS = (LOCAL_RUNNER, "--direct_running_mode=in_memory",
-                      "--direct_num_workers=1")
+IN_PROCESS_ARGS = (LOCAL_RUNNER, "--direct_running_mode=in_memory",
+                   "--direct_num_workers=1")
+DEFAULT_LOCAL_ARGS = IN_PROCESS_ARGS
 # Every core of the component's pod, one worker process per core.
 DEFAULT_KUBEFLOW_ARGS = (LOCAL_RUNNER,
                          "--direct_running_mode=multi_processing",
-                         "--direct_num_workers=0")
+                         "--direct_num_workers=0", WORKER_PLUGIN)
+
+
+def worker_args(workers: int) -> List[str]:
+    """Local args for `workers` Beam worker processes (1: in this process;
+    0: one per core)."""
+    if workers == 1:
+        return list(IN_PROCESS_ARGS)
+    return [LOCAL_RUNNER, "--direct_running_mode=multi_processing",
+            f"--direct_num_workers={workers}", WORKER_PLUGIN]
 
 
 def _with_runner(args: Sequence[str]) -> List[str]:

@@ -11,17 +11,24 @@ from tfx import v1 as tfx
 
 from pipeline import beam
 from pipeline import pipeline as pipeline_def
+from pipeline import storage
 from pipeline.options import RunOptions
 
 
 @dataclasses.dataclass(frozen=True)
 class RunPaths:
-    """Where a local run keeps everything: one output dir."""
+    """Where a local run keeps everything: one output dir, unless the
+    artifacts (`pipeline_root_uri`) or the pushed models
+    (`serving_model_uri`) go elsewhere, e.g. to a bucket. The ML Metadata
+    store, the summary and the reports stay in the local output dir."""
     output_dir: str
+    pipeline_root_uri: Optional[str] = None
+    serving_model_uri: Optional[str] = None
 
     @property
     def pipeline_root(self) -> str:
-        return os.path.join(self.output_dir, "pipeline_root")
+        return self.pipeline_root_uri or os.path.join(self.output_dir,
+                                                      "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
@@ -29,7 +36,8 @@ class RunPaths:
 
     @property
     def serving_model_dir(self) -> str:
-        return os.path.join(self.output_dir, "serving_model")
+        return self.serving_model_uri or os.path.join(self.output_dir,
+                                                      "serving_model")
 
     @property
     def summary_path(self) -> str:
@@ -48,15 +56,32 @@ def run(p: tfx.dsl.Pipeline) -> float:
     return time.time() - started
 
 
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
 def run_local(options: RunOptions, data_root: str, output_dir: str,
-              beam_args: Optional[List[str]] = None) -> Tuple[RunPaths, float]:
-    """Runs the whole pipeline locally; returns (paths, wall seconds)."""
-    paths = RunPaths(os.path.abspath(output_dir))
+              beam_args: Optional[List[str]] = None,
+              pipeline_root: Optional[str] = None,
+              serving_model_dir: Optional[str] = None
+              ) -> Tuple[RunPaths, float]:
+    """Runs the whole pipeline locally; returns (paths, wall seconds).
+
+    `data_root`, `pipeline_root` and `serving_model_dir` may be gs:// or
+    s3:// URIs (see README, "Object storage").
+    """
+    paths = RunPaths(os.path.abspath(output_dir),
+                     pipeline_root and _absolute(pipeline_root),
+                     serving_model_dir and _absolute(serving_model_dir))
     os.makedirs(paths.output_dir, exist_ok=True)
+    # LocalDagRunner runs every component in this process: one registration
+    # serves them all.
+    storage.register_filesystems(data_root, paths.pipeline_root,
+                                 paths.serving_model_dir)
     p = pipeline_def.create_pipeline(
         options,
         pipeline_root=paths.pipeline_root,
-        data_root=os.path.abspath(data_root),
+        data_root=_absolute(data_root),
         serving_model_dir=paths.serving_model_dir,
         metadata_connection_config=metadata_config(paths),
         beam_pipeline_args=beam.local_args(beam_args))

@@ -52,9 +52,12 @@ def create_data_components(data_root: str, options: RunOptions,
         input_config=default_input_config(options.splits),
         max_audio_seconds=options.max_audio_seconds,
         vocabulary=options.preset.model.vocabulary)
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    # With the curated schema TFDV treats the audio as opaque bytes (its
+    # image_domain): length statistics, no top-k over every utterance.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"])
@@ -84,6 +87,55 @@ def create_data_validation_pipeline(
     return _pipeline(options, pipeline_root, list(create_data_components(
         data_root, options, schema_file)), metadata_connection_config,
         beam_pipeline_args)
+
+
+def create_transform(options: RunOptions,
+                     data: DataComponents) -> tfx.components.Transform:
+    """Transform of the raw examples: the graph of the model's features
+    (log-mel or waveform) and tokens, analysed on the train split.
+
+    It materialises nothing: the Trainer applies the graph to the raw
+    examples as it reads them (models/data.py), since writing float32
+    log-mel through GZIP costs more than computing it.
+    """
+    return tfx.components.Transform(
+        examples=data.example_gen.outputs["examples"],
+        schema=data.schema_gen.outputs["schema"],
+        preprocessing_fn=run_options.PREPROCESSING_FN,
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
+        materialize=False,
+        # TFDV statistics over 80 x frames floats per utterance cost more
+        # than the training itself and validate nothing new.
+        disable_statistics=True,
+        custom_config=preprocessing.transform_options(options.preset.model))
+
+
+def _trainer(options: RunOptions, data: DataComponents,
+             transform: tfx.components.Transform,
+             pipeline_root: str) -> tfx.components.Trainer:
+    return tfx.components.Trainer(
+        run_fn=options.run_fn,
+        # The raw examples: the Trainer computes the features with the
+        # Transform graph (models/data.py).
+        examples=data.example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=data.schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"],
+                                       num_steps=options.train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"],
+                                     num_steps=options.eval_steps),
+        # Only what training depends on (decoding and the gate are not), and
+        # a backup dir outside the per-execution model_run_dir: a Trainer
+        # re-run after a crash resumes from its last backup, not step 0.
+        custom_config={"preset": config.training_dict(options.preset),
+                       "backup_dir": os.path.join(pipeline_root, "Trainer",
+                                                  "backup"),
+                       # Only when set, so runs without them keep their cache.
+                       **({"init_from": options.init_from}
+                          if options.init_from else {}),
+                       **({"max_audio_seconds": options.max_audio_seconds}
+                          if options.max_audio_seconds
+                          != config.MAX_AUDIO_SECONDS else {})})
 
 
 def _baseline(options: RunOptions, use_resolver: bool,
@@ -133,46 +185,13 @@ def create_pipeline(
     `max_wer_regression` above the baseline's; the Pusher pushes blessed
     models, never the one already serving.
     """
-    preset = options.preset
     data = create_data_components(data_root, options, schema_file)
-
-    transform = tfx.components.Transform(
-        examples=data.example_gen.outputs["examples"],
-        schema=data.schema_gen.outputs["schema"],
-        preprocessing_fn=run_options.PREPROCESSING_FN,
-        splits_config=tfx.proto.SplitsConfig(
-            analyze=["train"], transform=list(config.SPLITS)),
-        # TFDV statistics over 80 x frames floats per utterance cost more
-        # than the training itself and validate nothing new.
-        disable_statistics=True,
-        custom_config=preprocessing.transform_options(preset.model))
-
-    trainer = tfx.components.Trainer(
-        run_fn=options.run_fn,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=data.schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"],
-                                       num_steps=options.train_steps),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"],
-                                     num_steps=options.eval_steps),
-        # Only what training depends on (decoding and the gate are not), and
-        # a backup dir outside the per-execution model_run_dir: a Trainer
-        # re-run after a crash resumes from its last backup, not step 0.
-        custom_config={"preset": config.training_dict(preset),
-                       "backup_dir": os.path.join(pipeline_root, "Trainer",
-                                                  "backup"),
-                       # Only when set, so runs without them keep their cache.
-                       **({"init_from": options.init_from}
-                          if options.init_from else {}),
-                       **({"max_audio_seconds": options.max_audio_seconds}
-                          if options.max_audio_seconds
-                          != config.MAX_AUDIO_SECONDS else {})})
-
+    transform = create_transform(options, data)
+    trainer = _trainer(options, data, transform, pipeline_root)
     exporter = ModelExporter(
         model=trainer.outputs["model"],
         transform_graph=transform.outputs["transform_graph"],
-        decode=preset.decode, export_fn=options.export_fn)
+        decode=options.preset.decode, export_fn=options.export_fn)
     serving_model = exporter.outputs["exported_model"]
 
     baseline_node, baseline = _baseline(options, use_resolver,

@@ -26,3 +26,20 @@ def tiny_preset(**train_overrides):
 # Real pipeline runs shared by test_gating, test_lineage and test_report
 # (session scope: run once however many of those files are selected).
 from gating_runs import gated_runs  # noqa: E402,F401
+
+
+# Once tensorflow-io's S3 filesystem is loaded (an object_store test, or a
+# module import test), the interpreter's own exit aborts (status 134, see
+# pipeline/storage.py): end the session with pytest's status instead.
+def pytest_sessionfinish(session, exitstatus):
+    session.config._moonshine_exit_status = int(exitstatus)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if "tensorflow_io" in sys.modules:
+        from pipeline import storage
+        storage.exit_process(getattr(config, "_moonshine_exit_status", 0))

@@ -4,7 +4,9 @@
 `create_pipeline(RunOptions(preset))` and runs the executors of its LibriSpeechExampleGen
 and Transform exactly as wired there (their exec properties, the curated
 schema), without an orchestrator: seconds, not a pipeline run. The corpus is
-a few utterances of each embedded subset (`tiny_corpus`).
+a few utterances of each embedded subset (`tiny_corpus`). Transform
+materialises nothing; `trainer_view` gives each utterance's features and
+tokens as the Trainer computes them (models/data.raw_to_features).
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ class Steps:
     data_root: str
     examples: object  # standard_artifacts.Examples (raw)
     transform_graph: object  # standard_artifacts.TransformGraph
-    transformed: object  # standard_artifacts.Examples (transformed)
 
 
 def ingest_and_transform(tmp: str, preset) -> Steps:
@@ -89,13 +90,28 @@ def ingest_and_transform(tmp: str, preset) -> Steps:
     os.makedirs(schema.uri)
     shutil.copy(pipeline_def.SCHEMA_FILE, schema.uri)
     graph = artifact(standard_artifacts.TransformGraph, "transform_graph")
-    transformed = artifact(standard_artifacts.Examples, "transformed")
     transform_executor.Executor().Do(
         {specs.EXAMPLES_KEY: [examples], specs.SCHEMA_KEY: [schema]},
-        {specs.TRANSFORM_GRAPH_KEY: [graph],
-         specs.TRANSFORMED_EXAMPLES_KEY: [transformed]},
-        props(transform))
-    return Steps(data_root, examples, graph, transformed)
+        {specs.TRANSFORM_GRAPH_KEY: [graph]}, props(transform))
+    return Steps(data_root, examples, graph)
+
+
+def trainer_view(steps: Steps, preset, split: str):
+    """{utterance id: (features, length, tokens)} of one split, computed as
+    the Trainer computes them from the raw examples."""
+    import tensorflow_transform as tft
+    from models import config, data
+
+    transform = data.raw_to_features(
+        tft.TFTransformOutput(steps.transform_graph.uri),
+        preset.model.front_end)
+    examples = records(steps.examples.uri, split)
+    values, lengths, tokens = transform(tf.constant(
+        [e.SerializeToString() for e in examples]))
+    ids = [e.features.feature[config.UTTERANCE_ID_KEY].bytes_list.value[0]
+           .decode() for e in examples]
+    return {uid: (v.numpy(), int(n), t.numpy()) for uid, v, n, t in zip(
+        ids, values, lengths, tokens)}
 
 
 def records(uri: str, split: str) -> List[tf.train.Example]:

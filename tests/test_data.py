@@ -8,6 +8,7 @@ import glob
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 import tensorflow as tf
 
@@ -155,44 +156,56 @@ def test_static_shapes_pad_to_bucket_edges_and_token_multiples():
     assert len(shapes) <= len(edges) * 4
 
 
-class _TransformOutput:
-    """What make_dataset reads of a tft.TFTransformOutput."""
-
-    def transformed_feature_spec(self):
-        return {config.LOG_MEL_KEY: tf.io.VarLenFeature(tf.float32),
-                config.NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64),
-                config.TOKENS_KEY: tf.io.VarLenFeature(tf.int64)}
-
-
-def _write_transformed(path, frame_counts, seed=0):
-    rng = np.random.default_rng(seed)
-    options = tf.io.TFRecordOptions(compression_type="GZIP")
-    with tf.io.TFRecordWriter(path, options) as writer:
-        for i, n in enumerate(frame_counts):
-            feature = {
-                config.LOG_MEL_KEY: tf.train.Feature(float_list=tf.train.FloatList(
-                    value=rng.standard_normal(n * N_MELS))),
-                config.NUM_FRAMES_KEY: tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=[n])),
-                config.TOKENS_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
-                    value=[config.SOS_ID, 3 + i % 20, config.EOS_ID]))}
-            writer.write(tf.train.Example(features=tf.train.Features(
-                feature=feature)).SerializeToString())
+@pytest.fixture(scope="module")
+def ci_steps(tmp_path_factory):
+    """The pipeline's own ExampleGen and Transform on a few utterances."""
+    import pipeline_steps
+    tmp = str(tmp_path_factory.mktemp("data_steps"))
+    return pipeline_steps.ingest_and_transform(tmp, tiny_preset())
 
 
-def test_training_order_is_deterministic_under_the_seed(tmp_path):
-    frame_counts = _corpus_frame_counts("dev")[:60]
-    path = str(tmp_path / "train.gz")
-    _write_transformed(path, frame_counts)
-    preset = tiny_preset()
+@pytest.mark.slow
+def test_training_order_is_deterministic_under_the_seed(ci_steps):
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(ci_steps.transform_graph.uri)
+    files = [os.path.join(ci_steps.examples.uri, "Split-train", "*.gz")]
 
     def first_batches(p, n=6):
-        ds = data.make_dataset([path], _TransformOutput(), p, training=True)
+        ds = data.make_dataset(files, output, p, training=True, batch_size=2)
         return [inputs["lengths"].numpy().tolist()
                 for inputs, _ in ds.take(n)]
-    once = first_batches(preset)
-    assert once == first_batches(preset)
+    once = first_batches(tiny_preset())
+    assert once == first_batches(tiny_preset())
     assert once != first_batches(tiny_preset(seed=7))
+
+
+@pytest.mark.slow
+def test_batches_hold_the_features_the_transform_graph_computes(ci_steps):
+    """Each padded row of a batch is its utterance's Transform features."""
+    import tensorflow_transform as tft
+
+    import pipeline_steps
+
+    preset = tiny_preset()
+    output = tft.TFTransformOutput(ci_steps.transform_graph.uri)
+    view = pipeline_steps.trainer_view(ci_steps, preset, "train")
+    files = [os.path.join(ci_steps.examples.uri, "Split-train", "*.gz")]
+    ds = data.make_dataset(files, output, preset, training=False,
+                           batch_size=2)
+    seen = 0
+    by_length = {n: (f, t) for f, n, t in view.values()}
+    for inputs, targets in ds:
+        for row in range(inputs["lengths"].shape[0]):
+            n = int(inputs["lengths"][row])
+            features, tokens = by_length[n]
+            np.testing.assert_array_equal(inputs["features"][row, :n],
+                                          features)
+            assert not np.any(inputs["features"][row, n:])
+            real = targets[row][targets[row] != config.PAD_ID].numpy()
+            np.testing.assert_array_equal(real, tokens[1:])
+            seen += 1
+    assert seen == len(view)
 
 
 def test_waveform_buckets_are_in_samples():

@@ -106,9 +106,12 @@ def test_trainer_requests_gpu_cpu_and_memory(default_spec, baseline_spec):
 
 def test_data_components_get_beam_args(default_spec, baseline_spec):
     default = list(beam.DEFAULT_KUBEFLOW_ARGS)
+    # Every core of the pod; each worker process registers the run's
+    # filesystems first (pipeline/beam_worker.py).
     assert default == ["--runner=FnApiRunner",
                        "--direct_running_mode=multi_processing",
-                       "--direct_num_workers=0"]
+                       "--direct_num_workers=0",
+                       "--beam_plugin=pipeline.beam_worker"]
     for task in DATA_COMPONENTS:
         args = default_spec.container(task)["args"]
         assert args[-len(default):] == default, task

@@ -27,7 +27,7 @@ from tfx.types import standard_artifacts
 from components.librispeech_example_gen import component
 from components.librispeech_example_gen import executor
 from components.librispeech_example_gen import layout
-from models import config
+from models import config, pcm
 from test_librispeech_layout import (FAULTY_SPLIT_MAX_SECONDS,
                                      FAULTY_SPLIT_REASONS,
                                      FAULTY_SPLIT_WRITTEN, write_chapter,
@@ -143,6 +143,8 @@ def test_report_counts_every_item(ingested):
         assert summary["found"] == summary["written"] + summary["quarantined"]
         assert (summary["resampled"], summary["downmixed"]) == (
             resampled, downmixed), split
+        # Resampled or down-mixed audio is no longer exact 16-bit audio.
+        assert summary["requantized"] == max(resampled, downmixed), split
         assert summary["audio_seconds"] == pytest.approx(seconds, abs=1e-3)
     assert report["splits"]["train"]["found"] == 25
     assert report["total"]["found"] == 25 + 2 + 2
@@ -152,6 +154,45 @@ def test_report_counts_every_item(ingested):
         executor.REPORT_PROPERTY) == report
     assert examples.get_int_custom_property("ingestion_quarantined") == 23
     assert examples.split_names == '["train", "eval", "test"]'
+
+
+def test_audio_16_bits_cannot_hold_is_rounded_counted_and_named(
+        tmp_path, caplog):
+    """A 24-bit FLAC is written rounded to 16 bits, counted as requantized
+    and named in the log; a 16-bit one is written exactly."""
+    import logging
+    root = str(tmp_path / "corpus")
+    write_chapter(os.path.join(root, "train-clean"), 1, 2, {1: "ONE"},
+                  subtype="PCM_24", noise=True)
+    write_chapter(os.path.join(root, "train-clean"), 3, 4, {1: "TWO"},
+                  noise=True)
+    gen = component.LibriSpeechExampleGen(
+        input_base=root, input_config=component.default_input_config(
+            {"train": "train*"}))
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    with caplog.at_level(logging.WARNING):
+        executor.Executor().Do({}, {"examples": [examples]}, {
+            k: v for k, v in gen.exec_properties.items() if v is not None})
+    with open(os.path.join(examples.uri, executor.REPORT_FILE)) as f:
+        summary = json.load(f)["splits"]["train"]
+    assert (summary["written"], summary["requantized"]) == (2, 1)
+    named = [r.getMessage() for r in caplog.records
+             if "rounded to 16 bits" in r.getMessage()]
+    assert len(named) == 1 and "1-2-0001.flac" in named[0] and (
+        "PCM_24" in named[0])
+    records, _ = read_split(examples.uri, "train")
+    for record in records:
+        feature = tf.train.Example.FromString(record).features.feature
+        uid = feature[config.UTTERANCE_ID_KEY].bytes_list.value[0].decode()
+        encoded = list(feature[config.AUDIO_PCM_KEY].bytes_list.value)
+        path = glob.glob(os.path.join(root, "*", "*", "*", uid + ".flac"))[0]
+        source = layout.load_audio(path).samples
+        written = pcm.decode(encoded).astype(np.float32) / pcm.PCM_SCALE
+        if uid == "3-4-0001":
+            np.testing.assert_array_equal(written, source)
+        else:  # within half a 16-bit step
+            assert np.abs(written - source).max() <= 0.5 / pcm.PCM_SCALE
 
 
 def test_quarantine_files_lose_nothing(ingested):
@@ -183,13 +224,17 @@ def test_examples_parse_with_curated_schema(ingested):
         for i, uid in enumerate(got_ids):
             example = tf.train.Example.FromString(records[i])
             feature = example.features.feature
-            audio = np.asarray(feature[config.AUDIO_KEY].float_list.value,
-                               dtype=np.float32)
+            encoded = list(feature[config.AUDIO_PCM_KEY].bytes_list.value)
+            audio = pcm.decode(encoded).astype(np.float32) / pcm.PCM_SCALE
+            assert config.AUDIO_KEY not in feature  # bytes, not floats
             speaker, chapter, _ = layout.parse_utterance_id(uid)
             # The first subset holding the id wins a duplicate.
             source = layout.load_audio(sorted(glob.glob(os.path.join(
                 root, "*", str(speaker), str(chapter), uid + ".flac")))[0])
-            np.testing.assert_array_equal(audio, source.samples)
+            # 16-bit sources exactly; resampled or down-mixed audio rounded
+            # to 16 bits (counted as requantized, below).
+            expected = pcm.to_pcm16(source.samples)[0] / pcm.PCM_SCALE
+            np.testing.assert_array_equal(audio, expected.astype(np.float32))
             assert feature[config.DURATION_KEY].float_list.value[0] == (
                 pytest.approx(len(audio) / config.SAMPLE_RATE))
             assert feature[config.DURATION_BUCKET_KEY].bytes_list.value[
@@ -201,7 +246,7 @@ def test_examples_parse_with_curated_schema(ingested):
                 chapter)
             transcript = feature[config.TRANSCRIPT_KEY].bytes_list.value[0]
             assert set(transcript.decode()) <= set(config.CHARACTERS)
-        assert parsed[config.AUDIO_KEY].dense_shape[0] == len(ids)
+        assert parsed[config.AUDIO_PCM_KEY].dense_shape[0] == len(ids)
     _, parsed = read_split(examples.uri, "eval")
     assert sorted(parsed[config.TRANSCRIPT_KEY].numpy().ravel()) == [
         b"DEV ONE", b"DEV TWO"]
@@ -211,18 +256,25 @@ def test_curated_schema_matches_config():
     schema = load_schema()
     features = {f.name: f for f in schema.feature}
     assert set(features) == {
-        config.AUDIO_KEY, config.TRANSCRIPT_KEY, config.UTTERANCE_ID_KEY,
-        config.SUBSET_KEY, config.SPEAKER_ID_KEY, config.CHAPTER_ID_KEY,
-        config.DURATION_KEY, config.DURATION_BUCKET_KEY,
-        config.MOONSHINE_BPE_IDS_KEY}
-    varlen = (config.AUDIO_KEY, config.MOONSHINE_BPE_IDS_KEY)
+        config.AUDIO_PCM_KEY, config.AUDIO_KEY, config.TRANSCRIPT_KEY,
+        config.UTTERANCE_ID_KEY, config.SUBSET_KEY, config.SPEAKER_ID_KEY,
+        config.CHAPTER_ID_KEY, config.DURATION_KEY,
+        config.DURATION_BUCKET_KEY, config.MOONSHINE_BPE_IDS_KEY}
+    varlen = (config.AUDIO_PCM_KEY, config.MOONSHINE_BPE_IDS_KEY)
     bucket = features[config.DURATION_BUCKET_KEY]
     assert bucket.type == schema_pb2.BYTES
     (domain,) = [d for d in schema.string_domain if d.name == bucket.domain]
     assert tuple(domain.value) == config.DURATION_BUCKETS
-    assert features[config.AUDIO_KEY].type == schema_pb2.FLOAT
-    assert not features[config.AUDIO_KEY].HasField("shape")
-    assert features[config.AUDIO_KEY].value_count.min == 1
+    # The ExampleGen's audio: two opaque bytes values (models/pcm.py), so
+    # that TFDV computes their length statistics and no top-k over them.
+    audio = features[config.AUDIO_PCM_KEY]
+    assert audio.type == schema_pb2.BYTES and audio.HasField("image_domain")
+    assert (audio.value_count.min, audio.value_count.max) == (2, 2)
+    assert list(audio.not_in_environment) == ["SERVING"]
+    # Float audio: what serving may pass instead; never written.
+    floats = features.pop(config.AUDIO_KEY)
+    assert floats.type == schema_pb2.FLOAT and not floats.HasField("shape")
+    assert floats.value_count.min == 1 and not floats.HasField("presence")
     assert features[config.DURATION_KEY].float_domain.max == (
         config.MAX_AUDIO_SECONDS)
     # Written only for the BPE vocabulary: optional, at least one id when

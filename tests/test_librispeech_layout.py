@@ -26,8 +26,9 @@ RESAMPLE_ATOL = 1e-6
 
 def write_flac(path: str, seconds: float = 0.5, rate: int = config.SAMPLE_RATE,
                channels: int = 1, freq: float = 440.0, noise: bool = False,
-               seed: int = 0) -> np.ndarray:
-    """Writes a 16-bit FLAC (sine, or white noise) and returns its samples."""
+               seed: int = 0, subtype: str = "PCM_16") -> np.ndarray:
+    """Writes a FLAC (sine, or white noise; 16-bit unless `subtype`) and
+    returns its samples."""
     n = int(round(seconds * rate))
     t = np.arange(n) / rate
     if noise:
@@ -37,7 +38,7 @@ def write_flac(path: str, seconds: float = 0.5, rate: int = config.SAMPLE_RATE,
                          for c in range(channels)], axis=1)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sf.write(path, data if channels > 1 else data[:, 0], rate,
-             format="FLAC", subtype="PCM_16")
+             format="FLAC", subtype=subtype)
     return data
 
 

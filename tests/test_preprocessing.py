@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from models import config, features, preprocessing, tokenizer
+from models import config, features, preprocessing, serving, tokenizer
 
 RAW_SPEC = {
     config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32),
@@ -132,3 +132,49 @@ def test_transform_options_name_only_what_differs_from_the_defaults():
         "frontend": config.WAVEFORM_FRONTEND, "n_mels": 64}
     with pytest.raises(ValueError, match="unknown Transform custom_config"):
         preprocessing.preprocessing_fn({}, {"preset": "demo"})
+
+
+# --- Through the pipeline's own ExampleGen and Transform -----------------------
+@pytest.fixture(scope="module")
+def ci_steps(tmp_path_factory):
+    import pipeline_steps
+    tmp = str(tmp_path_factory.mktemp("ci_steps"))
+    return pipeline_steps.ingest_and_transform(tmp, config.get_preset("ci"))
+
+
+@pytest.mark.slow
+def test_the_trainer_sees_the_log_mel_of_the_source_audio(ci_steps):
+    """The log-mel the Trainer computes from the PCM-coded raw examples
+    equals, within float tolerance, the log-mel of each source FLAC's float
+    samples through the same Transform graph (the serving signatures'
+    path); and Transform counted every training input length."""
+    import glob as globlib
+
+    import pipeline_steps
+    import soundfile as sf
+    from models import data
+
+    preset = config.get_preset("ci")
+    tft_output = tft.TFTransformOutput(ci_steps.transform_graph.uri)
+    layer = tft_output.transform_features_layer()
+    train_frames = []
+    for split in config.SPLITS:
+        view = pipeline_steps.trainer_view(ci_steps, preset, split)
+        assert view, split
+        for uid, (features, frames, tokens) in view.items():
+            (flac,) = globlib.glob(os.path.join(
+                ci_steps.data_root, "*", "*", "*", uid + ".flac"))
+            samples, _ = sf.read(flac, dtype="float32")
+            out = layer(serving.raw_audio_features(
+                tf.constant(samples[None]),
+                tf.constant([len(samples)], tf.int64),
+                tft_output.raw_feature_spec()))
+            expected = tf.sparse.to_dense(out[config.LOG_MEL_KEY]).numpy()
+            assert features.shape == (frames, preset.model.n_mels)
+            np.testing.assert_allclose(features.ravel(), expected.ravel(),
+                                       atol=1e-5)
+            assert tokens[0] == config.SOS_ID and tokens[-1] == config.EOS_ID
+            if split == "train":
+                train_frames.append(frames)
+    assert data.length_counts(tft_output) == {
+        n: train_frames.count(n) for n in set(train_frames)}

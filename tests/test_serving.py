@@ -143,10 +143,9 @@ def test_the_serving_graph_decodes_with_the_presets_beam(exported, signature):
                         config.TOKENS_OUTPUT_KEY].numpy()
 
     tft_output = tft.TFTransformOutput(transform_dir)
-    raw = serving._audio_to_raw_feature(  # pylint: disable=protected-access
-        tf.constant(audio), tf.constant(lengths),
-        tft_output.raw_feature_spec()[config.AUDIO_KEY])
-    transformed = tft_output.transform_features_layer()({config.AUDIO_KEY: raw})
+    transformed = tft_output.transform_features_layer()(
+        serving.raw_audio_features(tf.constant(audio), tf.constant(lengths),
+                                   tft_output.raw_feature_spec()))
     n = tf.cast(transformed[config.NUM_FRAMES_KEY], tf.int32)
     mel = tf.reshape(tf.sparse.to_dense(transformed[config.LOG_MEL_KEY]),
                      [len(audio), -1, config.N_MELS])

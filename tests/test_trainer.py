@@ -13,7 +13,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from conftest import tiny_preset
-from models import config, data, serving, trainer
+from models import config, data, pcm, serving, trainer
 
 N_MELS = config.N_MELS
 
@@ -250,28 +250,27 @@ def published_steps(tmp_path_factory):
 
 @pytest.mark.slow
 def test_waveform_transform_passes_the_ingested_samples(published_steps):
+    """The waveform front end's features, as the Trainer computes them, are
+    the ingested samples unchanged."""
     import pipeline_steps
 
-    _, steps = published_steps
+    preset, steps = published_steps
     for split in config.SPLITS:
         raw = {}
         for ex in pipeline_steps.records(steps.examples.uri, split):
             f = ex.features.feature
-            raw[f[config.UTTERANCE_ID_KEY].bytes_list.value[0]] = np.array(
-                f[config.AUDIO_KEY].float_list.value, np.float32)
-        for ex in pipeline_steps.records(steps.transformed.uri, split):
-            f = ex.features.feature
-            audio = raw.pop(f[config.UTTERANCE_ID_KEY].bytes_list.value[0])
-            assert config.LOG_MEL_KEY not in f
-            np.testing.assert_array_equal(
-                np.array(f[config.WAVEFORM_KEY].float_list.value, np.float32),
-                audio)
-            assert f[config.NUM_SAMPLES_KEY].int64_list.value[0] == len(audio)
-        assert not raw, split
+            encoded = list(f[config.AUDIO_PCM_KEY].bytes_list.value)
+            raw[f[config.UTTERANCE_ID_KEY].bytes_list.value[0].decode()] = (
+                pcm.decode(encoded).astype(np.float32) / pcm.PCM_SCALE)
+        view = pipeline_steps.trainer_view(steps, preset, split)
+        assert set(view) == set(raw), split
+        for uid, (samples, length, _) in view.items():
+            np.testing.assert_array_equal(samples, raw[uid])
+            assert length == len(raw[uid])
 
 
 @pytest.mark.slow
-def test_waveform_model_trains_on_transform_output_and_serves(
+def test_waveform_model_trains_on_the_raw_examples_and_serves(
         published_steps, tmp_path):
     import tensorflow_transform as tft
 
@@ -280,9 +279,9 @@ def test_waveform_model_trains_on_transform_output_and_serves(
 
     preset, steps = published_steps
     tft_output = tft.TFTransformOutput(steps.transform_graph.uri)
-    files = [os.path.join(steps.transformed.uri, "Split-train", "*.gz")]
+    files = [os.path.join(steps.examples.uri, "Split-train", "*.gz")]
     ds = data.make_dataset(files, tft_output, preset, training=True,
-                              batch_size=2)
+                           batch_size=2)
     inputs, targets = next(iter(ds))
     assert inputs["features"].shape.rank == 2  # [batch, samples]
     assert int(tf.reduce_max(inputs["lengths"])) == inputs["features"].shape[1]

@@ -160,7 +160,22 @@ def _check_subsets(data_root: str, patterns: Optional[Dict[str, str]]) -> None:
             raise CliError(f"split {split.name}: {e}") from None
 
 
-def _local_data_root(data_root: str) -> str:
+def _storage_checked(flag: str, uri: Optional[str]) -> Optional[str]:
+    """`uri` when its bucket answers (s3:// and gs:// URIs), else a one-line
+    usage error naming the flag and the URI."""
+    if uri and "://" in uri:
+        from pipeline import storage
+        try:
+            storage.check_location(uri)
+        except storage.StorageError as e:
+            raise CliError(f"{flag} {e}") from None
+    return uri
+
+
+def _data_root(data_root: str) -> str:
+    """An existing local directory (made absolute) or a bucket URI."""
+    if "://" in data_root:
+        return _storage_checked("--data-root", data_root.rstrip("/"))
     if not os.path.isdir(data_root):
         raise CliError(f"--data-root {data_root}: no such directory")
     return os.path.abspath(data_root)
@@ -168,7 +183,11 @@ def _local_data_root(data_root: str) -> str:
 
 # --- Commands ---------------------------------------------------------------
 def cmd_run(args) -> int:
-    data_root = _local_data_root(args.data_root)  # before seconds of imports
+    # Every location first, before seconds of imports.
+    data_root = _data_root(args.data_root)
+    pipeline_root = _storage_checked("--pipeline-root", args.pipeline_root)
+    serving_model_dir = _storage_checked("--serving-model-dir",
+                                         args.serving_model_dir)
     from pipeline import local_runner
     from tools import console
     from tools import summary as run_summary
@@ -180,8 +199,9 @@ def cmd_run(args) -> int:
     paths = local_runner.RunPaths(os.path.abspath(args.output_dir))
     with console.component_progress(paths.metadata_path,
                                     options.pipeline_name):
-        paths, wall = local_runner.run_local(options, data_root,
-                                             args.output_dir, args.beam_arg)
+        paths, wall = local_runner.run_local(
+            options, data_root, args.output_dir, args.beam_arg,
+            pipeline_root=pipeline_root, serving_model_dir=serving_model_dir)
     summary = run_summary.finish_run(paths, options.preset.name, data_root,
                                      wall, options.pipeline_name)
     print(run_summary.format_summary(summary))
@@ -194,7 +214,7 @@ def cmd_validate_data(args) -> int:
     from pipeline.options import RunOptions
     from tools import validate_data
 
-    data_root = _local_data_root(args.data_root)
+    data_root = _data_root(args.data_root)
     if args.max_quarantined < 0 or args.max_anomalies < 0:
         raise CliError("--max-quarantined and --max-anomalies must be >= 0")
     patterns = _split_patterns(args.split)
@@ -230,6 +250,7 @@ def cmd_transcribe(args) -> int:
     if not args.window_seconds > 2 * config.SPLIT_FRAME_SECONDS:
         raise CliError(f"--window-seconds must be > "
                        f"{2 * config.SPLIT_FRAME_SECONDS} s")
+    _storage_checked("--model", args.model)
     try:
         transcriber = transcribe.saved_model_transcriber(args.model)
     except transcribe.TranscriptionError as e:
@@ -334,6 +355,13 @@ def _add_run(sub) -> None:
                      help="LibriSpeech-layout root (default: the embedded corpus)")
     run.add_argument("--output-dir", default="outputs/run",
                      help="pipeline root, metadata store, pushed model, summary")
+    run.add_argument("--pipeline-root", metavar="URI",
+                     help="keep the artifacts here instead of under "
+                     "--output-dir (a local dir, s3:// or gs://; README, "
+                     "'Object storage'); metadata and summary stay local")
+    run.add_argument("--serving-model-dir", metavar="URI",
+                     help="push blessed models here instead of under "
+                     "--output-dir (a local dir, s3:// or gs://)")
     run.add_argument("--init-from", metavar="PATH",
                      help="start training from these weights: an "
                      "`import-weights` output dir, or an official checkpoint "
@@ -483,12 +511,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The command line (argv None: sys.argv, as the console script and
+    `python -m tools.cli` call it; a list: a call from Python)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        code = 2
+    except Exception:  # pylint: disable=broad-except
+        if argv is not None or "tensorflow_io" not in sys.modules:
+            raise
+        import traceback
+        traceback.print_exc()
+        code = 1
+    if argv is None and "pipeline.storage" in sys.modules:
+        # After s3:// use the interpreter's own exit would abort (status
+        # 134): the process ends here, with this status, instead.
+        sys.modules["pipeline.storage"].exit_process(code)
+    return code
 
 
 if __name__ == "__main__":

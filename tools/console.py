@@ -4,8 +4,10 @@ TFX, TensorFlow, Beam and absl log hundreds of lines a user cannot act on
 (deprecations, plugin registration, resolved inputs). While a run lasts,
 `component_progress` shows instead one line when each component starts and
 one when it ends, with its time and its key figure (examples written, WER,
-blessed, ...), read back from ML Metadata; warnings and errors still show,
-and so do the progress lines the data steps log (`progress`).
+blessed, ...), read back from ML Metadata; errors still show, and so do the
+progress lines: the ExampleGen's and the Trainer's own, and, for the TFX
+components in between, what they have read of their input
+(tools/read_progress.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Callable, Dict, Optional, TextIO
 _RUNNING = re.compile(r"^Component (\S+) is running\.$")
 _FINISHED = re.compile(r"^Component (\S+) is finished\.$")
 _CACHED = re.compile(r"^A cached execution (\d+) is used\.$")
-from models.config import PROGRESS_LOGGER
+from models.config import PROGRESS_LOGGER, PROGRESS_PREFIX
 
 
 def progress() -> logging.Logger:
@@ -74,9 +76,11 @@ def key_figure(store, pipeline_name: str, node_id: str) -> str:
 class _ComponentLines(logging.Handler):
     """Turns the runner's start/finish messages into one line each."""
 
-    def __init__(self, figure: Callable[[str], str], out: TextIO):
+    def __init__(self, figure: Callable[[str], str], out: TextIO,
+                 monitor=None):
         super().__init__(logging.INFO)
         self._figure = figure
+        self._monitor = monitor
         self._out = out
         self._started: Dict[str, float] = {}
         self._cached: Optional[str] = None
@@ -90,16 +94,23 @@ class _ComponentLines(logging.Handler):
         if record.name == PROGRESS_LOGGER:
             self._print(f"    {message}")
             return
+        if PROGRESS_PREFIX in message:  # from a Beam worker, relayed
+            self._print("    " + message.split(PROGRESS_PREFIX, 1)[1])
+            return
         running, finished = _RUNNING.match(message), _FINISHED.match(message)
         if running:
             self._current = running.group(1)
             self._started[self._current] = time.time()
             self._cached = None
+            if self._monitor is not None:
+                self._monitor.component_started(self._current)
             self._print(f"  {self._current:<30} started")
         elif _CACHED.match(message):
             self._cached = self._current
         elif finished:
             node = finished.group(1)
+            if self._monitor is not None:
+                self._monitor.component_finished()
             took = time.time() - self._started.pop(node, time.time())
             how = "cached" if self._cached == node else f"done in {took:.1f} s"
             try:
@@ -134,9 +145,12 @@ def component_progress(metadata_path: str, pipeline_name: str,
         store = metadata.open_store(metadata_path)
         return key_figure(store, pipeline_name, node_id)
 
+    from tools import read_progress
+
     tf.get_logger()  # TensorFlow adds its own stderr handler on first use
     absl_logging.get_absl_handler()
-    handler = _ComponentLines(figure, out or sys.stdout)
+    monitor = read_progress.Monitor(metadata_path, pipeline_name)
+    handler = _ComponentLines(figure, out or sys.stdout, monitor)
     root = logging.getLogger()
     muted = [(h, h.level) for h in _all_handlers()]
     saved_root, saved_absl = root.level, absl_logging.get_verbosity()
@@ -146,11 +160,13 @@ def component_progress(metadata_path: str, pipeline_name: str,
     root.setLevel(logging.INFO)
     progress().setLevel(logging.INFO)
     root.addHandler(handler)
+    monitor.start()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             yield
         finally:
+            monitor.stop()
             root.removeHandler(handler)
             for h, level in muted:
                 h.setLevel(level)

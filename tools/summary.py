@@ -104,6 +104,7 @@ def build_summary(paths, preset_name: str, data_root: str,
         if example_gen else None)
     summary["examples"] = metadata.split_counts(examples) if examples else {}
     summary["examples_uri"] = examples.uri if examples else None
+    summary["ingestion"] = _ingestion(examples) if examples else None
 
     evaluation = metadata.latest_artifact(store, "ModelEvaluation")
     eval_metrics = (metadata.evaluation_metrics(evaluation.uri)
@@ -167,6 +168,27 @@ def build_summary(paths, preset_name: str, data_root: str,
         summary["note"] = SYNTHETIC_SPEECH_NOTE
     summary["wall_seconds"] = round(wall_seconds, 1)
     return summary
+
+
+def _ingestion(examples) -> Optional[Dict]:
+    """What ExampleGen found, wrote and quarantined (its report's totals),
+    and where that report and the quarantine files are."""
+    import json
+    from tfx.dsl.io import fileio
+    from components.librispeech_example_gen import layout
+
+    path = os.path.join(examples.uri, layout.INGESTION_REPORT_FILE)
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path, "r") as f:
+        report = json.loads(f.read())
+    return {**{key: report["total"][key] for key in (
+        "found", "written", "quarantined", "quarantined_by_reason",
+        "requantized")},
+            "report": path,
+            "quarantine_files": {
+                split: os.path.join(examples.uri, rel)
+                for split, rel in report["quarantine_files"].items()}}
 
 
 def finish_run(paths, preset_name: str, data_root: str,

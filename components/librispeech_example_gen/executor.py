@@ -5,7 +5,14 @@ Each input split's pattern is a glob of LibriSpeech subset directories under
 
     Create(subset dirs) -> list chapter dirs -> Reshuffle -> scan chapters
       -> GroupByKey(utterance id) (duplicate ids across subsets)
-      -> decode audio (DoFn, scales over workers) -> tf.train.Example
+      -> Reshuffle (the utterances, in random order) -> decode audio (DoFn,
+      scales over workers) -> tf.train.Example -> WriteToTFRecord
+
+Only file names and transcripts are ever shuffled: the audio is decoded,
+encoded (16-bit PCM, models/pcm.py) and written in one fused step, so no
+runner holds the corpus's audio in memory, whatever its size; the random
+order of the utterances before decoding is the order on disk (TFX's own
+ExampleGen shuffles the encoded examples instead, through memory).
 
 and every bad item goes to a tagged side output: it is counted with Beam
 metrics (namespace `librispeech_example_gen`, one counter per reason), written
@@ -18,7 +25,10 @@ properties `ingestion_found`, `ingestion_written`, `ingestion_quarantined`
 over all splits), and checks `found == written + quarantined` for every split.
 
 Report format: {"splits": {split: {found, written, quarantined,
-quarantined_by_reason: {reason: n}, resampled, downmixed, audio_seconds}},
+quarantined_by_reason: {reason: n}, resampled, downmixed, requantized,
+audio_seconds}}, where requantized counts the utterances whose audio 16 bits
+could not hold exactly (24-bit or float sources, resampled or down-mixed
+audio), each also named in the log;
 "total": {same keys over all splits}, "quarantine_files": {split:
 "quarantine/<split>.jsonl" (relative to the examples uri)}}. Splits are the
 input splits (with a hash-partitioned output_config, the one input split).
@@ -38,27 +48,38 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
+import time
+import zlib
 from typing import (Any, Dict, Iterable, Iterator, List, Optional, Tuple,
                     Union)
 
 from absl import logging
 import apache_beam as beam
+from apache_beam import coders
+from apache_beam.io import filebasedsink
+from apache_beam.io import tfrecordio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 import tensorflow as tf
 from google.protobuf import json_format
 from google.protobuf import struct_pb2
 from tfx import types
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import (
     BaseExampleGenExecutor)
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
+from tfx.components.util import examples_utils
 from tfx.utils import proto_utils
 
 from components.librispeech_example_gen import layout
 from models import bpe
 from models import config
+from models import pcm
 
 METRICS_NAMESPACE = "librispeech_example_gen"
 
@@ -74,8 +95,10 @@ REPORT_PROPERTY = layout.INGESTION_REPORT_PROPERTY
 QUARANTINE_SUFFIX = ".jsonl"
 SUMMARY_SUFFIX = ".summary.json"
 
-# Private exec property set by Do: where the side files go.
+# Private exec properties set by Do: where the side files go, and how many
+# Beam workers share the decoding (for the progress lines).
 _OUTPUT_URI_KEY = "_librispeech_examples_uri"
+_WORKERS_KEY = "_librispeech_beam_workers"
 
 _QUARANTINE_TAG = "quarantine"
 _WRITTEN_TAG = "written"
@@ -160,9 +183,11 @@ def _split_name_for_pattern(exec_properties: Dict[str, Any],
 
 # --- Examples -----------------------------------------------------------------------
 def make_example(utterance: layout.Utterance, audio: layout.Audio,
-                 bpe_ids: Optional[List[int]] = None) -> tf.train.Example:
-    """The raw example: 16 kHz mono float32 audio and its labels, plus the
-    transcript's BPE ids when given."""
+                 pcm16, bpe_ids: Optional[List[int]] = None
+                 ) -> tf.train.Example:
+    """The raw example: 16 kHz mono 16-bit audio (int16 `pcm16`, encoded by
+    models/pcm.py) and its labels, plus the transcript's BPE ids when
+    given."""
     def _bytes(s: str) -> tf.train.Feature:
         return tf.train.Feature(
             bytes_list=tf.train.BytesList(value=[s.encode("utf-8")]))
@@ -171,8 +196,8 @@ def make_example(utterance: layout.Utterance, audio: layout.Audio,
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))
 
     feature = {
-        config.AUDIO_KEY: tf.train.Feature(
-            float_list=tf.train.FloatList(value=audio.samples.tolist())),
+        config.AUDIO_PCM_KEY: tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=pcm.encode(pcm16))),
         config.TRANSCRIPT_KEY: _bytes(utterance.transcript),
         config.UTTERANCE_ID_KEY: _bytes(utterance.utterance_id),
         config.SUBSET_KEY: _bytes(utterance.subset),
@@ -188,6 +213,49 @@ def make_example(utterance: layout.Utterance, audio: layout.Audio,
         feature[config.MOONSHINE_BPE_IDS_KEY] = tf.train.Feature(
             int64_list=tf.train.Int64List(value=bpe_ids))
     return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+# --- Writing --------------------------------------------------------------------------
+# GZIP level of the examples. Beam's TFRecord writer uses zlib's default, 6,
+# which on the PCM planes costs more than decoding the FLACs; level 1 writes
+# twice as fast for 4 % more bytes (BENCHMARKS.md, "Data steps at scale").
+GZIP_LEVEL = 1
+
+
+class _GzipFile:
+    """A file handle that GZIP-compresses what is written to it."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED,
+                                      zlib.MAX_WBITS | 16)  # gzip framing
+
+    def write(self, data: bytes) -> None:
+        compressed = self._zlib.compress(data)
+        if compressed:
+            self._raw.write(compressed)
+
+    def close(self) -> None:
+        self._raw.write(self._zlib.flush())
+        self._raw.close()
+
+
+class _TFRecordGzipSink(filebasedsink.FileBasedSink):
+    """Beam's TFRecord sink (one shard per bundle, written to temporary
+    files and renamed when the write commits) at GZIP_LEVEL."""
+
+    def __init__(self, file_path_prefix: str):
+        super().__init__(file_path_prefix, coder=coders.BytesCoder(),
+                         file_name_suffix=".gz",
+                         compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def open(self, temp_path):
+        return _GzipFile(super().open(temp_path))
+
+    def write_encoded_record(self, file_handle, value):
+        # Beam's own TFRecord framing (length, masked CRC32C, data, CRC).
+        tfrecordio._TFRecordUtil.write_record(  # pylint: disable=protected-access
+            file_handle, value)
 
 
 # --- Beam pieces ---------------------------------------------------------------------
@@ -221,28 +289,65 @@ def _dedupe(keyed: Tuple[str, Iterable[layout.Utterance]]):
         yield beam.pvalue.TaggedOutput(_QUARANTINE_TAG, q)
 
 
+class _Progress:
+    """Progress lines of one worker's share of a split's decoding (at most
+    one per config.PROGRESS_SECONDS): utterances and audio-hours done, the
+    rate, and the time left if every worker has an equal share."""
+
+    def __init__(self, split: str, workers: int):
+        self._split, self._workers = split, max(1, workers)
+        self._started = self._last = None
+        self._done, self._seconds = 0, 0.0
+
+    def update(self, seconds: float, total: int) -> None:
+        now = time.time()
+        if self._started is None:
+            self._started = self._last = now
+        self._done += 1
+        self._seconds += seconds
+        if now - self._last < config.PROGRESS_SECONDS:
+            return
+        self._last = now
+        elapsed = now - self._started
+        share = total / self._workers
+        left = max(share - self._done, 0) * elapsed / self._done
+        who = (f" (worker {os.getpid()}, 1 of {self._workers})"
+               if self._workers > 1 else "")
+        logging.info(
+            "%sLibriSpeechExampleGen %s%s: %d of %d utterances, %.2f "
+            "audio-hours, %.0f audio-s/s, about %.0f s left",
+            config.PROGRESS_PREFIX, self._split, who, self._done,
+            math.ceil(share), self._seconds / 3600, self._seconds / elapsed,
+            left)
+
+
 class _DecodeDoFn(beam.DoFn):
     """Decodes one utterance's audio into a tf.train.Example.
 
     Main output: tf.train.Example. Tagged `quarantine`: layout.Quarantined.
-    Tagged `written`: (resampled, downmixed, seconds) for the report.
+    Tagged `written`: (resampled, downmixed, requantized, seconds) for the
+    report. Side input: the split's utterance count, for the progress lines.
     """
 
-    def __init__(self, min_seconds: float, max_seconds: float,
-                 vocabulary: str = config.CHARACTER_VOCABULARY):
+    def __init__(self, split: str, min_seconds: float, max_seconds: float,
+                 vocabulary: str = config.CHARACTER_VOCABULARY,
+                 workers: int = 1):
+        self._split = split
         self._min_seconds = min_seconds
         self._max_seconds = max_seconds
         self._bpe = vocabulary == config.MOONSHINE_BPE_VOCABULARY
-        self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
-                                                     "written")
-        self._resampled = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
-                                                       "resampled")
-        self._downmixed = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
-                                                       "downmixed")
+        self._workers = workers
+        self._progress = None
+        self._counters = {name: beam.metrics.Metrics.counter(
+            METRICS_NAMESPACE, name) for name in (
+                "written", "resampled", "downmixed", "requantized")}
         self._seconds = beam.metrics.Metrics.distribution(
             METRICS_NAMESPACE, "audio_milliseconds")
 
-    def process(self, utterance: layout.Utterance):
+    def setup(self):
+        self._progress = _Progress(self._split, self._workers)
+
+    def process(self, utterance: layout.Utterance, total: int):
         try:
             audio = layout.load_audio(utterance.audio_path,
                                       max_seconds=self._max_seconds,
@@ -252,17 +357,27 @@ class _DecodeDoFn(beam.DoFn):
                 _QUARANTINE_TAG,
                 e.to_quarantined(utterance.utterance_id, utterance.subset))
             return
-        self._written.inc()
-        if audio.resampled:
-            self._resampled.inc()
-        if audio.downmixed:
-            self._downmixed.inc()
+        pcm16, exact = pcm.to_pcm16(audio.samples)
+        if not exact:
+            logging.warning(
+                "LibriSpeechExampleGen: %s rounded to 16 bits (source %s, "
+                "%d Hz, %d channel(s))", utterance.audio_path,
+                audio.source_subtype, audio.source_sample_rate,
+                audio.source_channels)
+        for name, happened in (("written", True),
+                               ("resampled", audio.resampled),
+                               ("downmixed", audio.downmixed),
+                               ("requantized", not exact)):
+            if happened:
+                self._counters[name].inc()
         self._seconds.update(int(round(audio.duration * 1000)))
+        self._progress.update(audio.duration, total)
         bpe_ids = (bpe.encode(utterance.transcript, add_special_tokens=False)
                    if self._bpe else None)
-        yield make_example(utterance, audio, bpe_ids)
+        yield make_example(utterance, audio, pcm16, bpe_ids)
         yield beam.pvalue.TaggedOutput(
-            _WRITTEN_TAG, (audio.resampled, audio.downmixed, audio.duration))
+            _WRITTEN_TAG, (audio.resampled, audio.downmixed, not exact,
+                           audio.duration))
 
 
 def _count_quarantined(q: layout.Quarantined) -> layout.Quarantined:
@@ -272,13 +387,13 @@ def _count_quarantined(q: layout.Quarantined) -> layout.Quarantined:
 
 
 _COUNT_KEYS = ("found", "written", "quarantined", "resampled", "downmixed",
-               "audio_seconds")
+               "requantized", "audio_seconds")
 
 
 def empty_summary() -> Dict[str, Any]:
     return {"found": 0, "written": 0, "quarantined": 0,
             "quarantined_by_reason": {}, "resampled": 0, "downmixed": 0,
-            "audio_seconds": 0.0}
+            "requantized": 0, "audio_seconds": 0.0}
 
 
 def merge_summaries(summaries: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
@@ -309,10 +424,11 @@ class _SummaryFn(beam.CombineFn):
             by_reason = acc["quarantined_by_reason"]
             by_reason[event[1]] = by_reason.get(event[1], 0) + 1
         else:
-            _, resampled, downmixed, seconds = event
+            _, resampled, downmixed, requantized, seconds = event
             acc["written"] += 1
             acc["resampled"] += int(resampled)
             acc["downmixed"] += int(downmixed)
+            acc["requantized"] += int(requantized)
             acc["audio_seconds"] += float(seconds)
         return acc
 
@@ -326,6 +442,11 @@ class _SummaryFn(beam.CombineFn):
 def _write_json(obj: Any, path: str) -> None:
     with FileSystems.create(path) as f:
         f.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def _write_lines(lines: List[str], path: str) -> None:
+    with layout.open_file(path, "w") as f:
+        f.write("".join(line + "\n" for line in sorted(lines)))
 
 
 def _quarantine_json(q: layout.Quarantined, split: str) -> str:
@@ -375,11 +496,16 @@ def LibriSpeechToExample(  # pylint: disable=invalid-name
         | "Dedupe" >> beam.FlatMap(_dedupe)
         .with_output_types(layout.Utterance).with_outputs(
             _QUARANTINE_TAG, main="utterances"))
+    utterances = deduped.utterances | "ShuffleUtterances" >> beam.Reshuffle()
+    total = utterances | "CountUtterances" >> beam.combiners.Count.Globally()
     decoded = (
-        deduped.utterances
-        | "Decode" >> beam.ParDo(_DecodeDoFn(min_seconds, max_seconds,
-                                             vocab))
-        .with_output_types(tf.train.Example).with_outputs(_QUARANTINE_TAG, _WRITTEN_TAG, main="examples"))
+        utterances
+        | "Decode" >> beam.ParDo(
+            _DecodeDoFn(split, min_seconds, max_seconds, vocab,
+                        exec_properties.get(_WORKERS_KEY, 1)),
+            total=beam.pvalue.AsSingleton(total))
+        .with_output_types(tf.train.Example).with_outputs(
+            _QUARANTINE_TAG, _WRITTEN_TAG, main="examples"))
     quarantined = (
         (scanned[_QUARANTINE_TAG], deduped[_QUARANTINE_TAG],
          decoded[_QUARANTINE_TAG])
@@ -389,12 +515,15 @@ def LibriSpeechToExample(  # pylint: disable=invalid-name
     output_uri = exec_properties.get(_OUTPUT_URI_KEY)
     if output_uri:
         quarantine_dir = os.path.join(output_uri, QUARANTINE_DIR)
+        # One small file per split, written whole by one worker: Beam's S3
+        # filesystem cannot write an empty object (a split with nothing
+        # quarantined), tf.io.gfile can.
         _ = (quarantined
              | "QuarantineToJson" >> beam.Map(_quarantine_json, split)
-             | "WriteQuarantine" >> beam.io.WriteToText(
-                 os.path.join(quarantine_dir, split),
-                 file_name_suffix=QUARANTINE_SUFFIX, num_shards=1,
-                 shard_name_template=""))
+             | "CollectQuarantine" >> beam.combiners.ToList()
+             | "WriteQuarantine" >> beam.Map(
+                 _write_lines,
+                 os.path.join(quarantine_dir, split + QUARANTINE_SUFFIX)))
         events = (
             (scanned.keyed | "FoundUtterances" >> beam.Map(lambda _: ("found", 1)),
              scanned[_QUARANTINE_TAG]
@@ -420,6 +549,45 @@ class Executor(BaseExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return LibriSpeechToExample
 
+    def _workers(self) -> int:
+        """Beam worker processes the local runners decode with."""
+        from apache_beam.options import pipeline_options
+        direct = pipeline_options.PipelineOptions(
+            self._beam_pipeline_args or []).view_as(
+                pipeline_options.DirectOptions)
+        if direct.direct_running_mode != "multi_processing":
+            return 1
+        return direct.direct_num_workers or os.cpu_count() or 1
+
+    def _write_examples(self, examples: types.Artifact,
+                        exec_properties: Dict[str, Any]) -> None:
+        """What TFX's ExampleGen Do does, minus its shuffle of the encoded
+        examples: the utterances were shuffled before decoding, so each
+        example goes from its decoder straight to its file."""
+        input_config = _input_config(exec_properties)
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+            output_config)
+        examples.split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config,
+                                                          output_config))
+        with self._make_beam_pipeline() as pipeline:
+            for split, records in self.GenerateExamplesByBeam(
+                    pipeline, exec_properties).items():
+                _ = (records
+                     | f"Serialize[{split}]" >> beam.Map(
+                         lambda e: e.SerializeToString())
+                     | f"Write[{split}]" >> beam.io.Write(_TFRecordGzipSink(
+                         os.path.join(
+                             artifact_utils.get_split_uri([examples], split),
+                             write_split.DEFAULT_FILE_NAME))))
+        examples_utils.set_payload_format(
+            examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(
+            examples, write_split.to_file_format_str(
+                example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -435,8 +603,9 @@ class Executor(BaseExampleGenExecutor):
             output_dict[standard_component_specs.EXAMPLES_KEY])
         exec_properties = dict(exec_properties)
         exec_properties[_OUTPUT_URI_KEY] = examples.uri
+        exec_properties[_WORKERS_KEY] = self._workers()
 
-        super().Do(input_dict, output_dict, exec_properties)
+        self._write_examples(examples, exec_properties)
 
         splits = [s.name for s in input_config.splits]
         report = read_summaries(examples.uri, splits)

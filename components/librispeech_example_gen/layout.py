@@ -1,7 +1,9 @@
 """The LibriSpeech corpus layout: scanning, transcript normalisation, audio.
 
-Pure Python (no TensorFlow, no Beam) so it is fast to test and cheap to ship
-to Beam workers. The executor wires these functions into a Beam pipeline.
+Pure Python (no TensorFlow, no Beam) for local paths, so it is fast to test
+and cheap to ship to Beam workers; any other URI (gs://, s3://) is read
+through TFX's filesystem layer (tfx.dsl.io.fileio), imported only then. The
+executor wires these functions into a Beam pipeline.
 
 Layout of one subset directory (e.g. ``train-clean-100``)::
 
@@ -131,6 +133,59 @@ class QuarantineError(ValueError):
                            subset=subset)
 
 
+# --- Files: local paths directly, URIs through TFX's filesystem layer ------------
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _fileio(path: str):
+    """TFX's filesystem layer, with `path`'s scheme registered (a Beam
+    worker process reads the corpus too, not only the one that started)."""
+    from pipeline import storage  # pylint: disable=import-outside-toplevel
+    from tfx.dsl.io import fileio  # pylint: disable=import-outside-toplevel
+    storage.register_filesystems(path)
+    return fileio
+
+
+def open_file(path: str, mode: str = "rb"):
+    """A file of any scheme the pipeline supports, for reading or writing."""
+    if is_uri(path):
+        return _fileio(path).open(path, mode)
+    if "w" in mode:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return open(path, mode)  # pylint: disable=unspecified-encoding
+
+
+def _listdir(directory: str) -> List[str]:
+    if is_uri(directory):  # object stores name "directories" with a slash
+        return sorted(n.rstrip("/") for n in _fileio(directory).listdir(directory))
+    return sorted(os.listdir(directory))
+
+
+def _isdir(path: str) -> bool:
+    return _fileio(path).isdir(path) if is_uri(path) else os.path.isdir(path)
+
+
+def _read_bytes(path: str) -> bytes:
+    if is_uri(path):
+        with _fileio(path).open(path, "rb") as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _walk(directory: str):
+    if is_uri(directory):
+        return _fileio(directory).walk(directory)
+    return os.walk(directory)
+
+
+def _normpath(path: str) -> str:
+    """os.path.normpath for a local path; a URI loses its trailing slash
+    only (normpath would fold its '//')."""
+    return path.rstrip("/") if is_uri(path) else os.path.normpath(path)
+
+
 # --- Transcripts -----------------------------------------------------------------
 def normalise_transcript(text: str, path: str = "<transcript>") -> str:
     """Upper-cases, maps typographic apostrophes to "'", collapses whitespace.
@@ -178,8 +233,7 @@ def read_transcript_file(path: str, speaker: str, chapter: str
     normalised text or its quarantine error) and the quarantined lines that
     cannot be attributed to an utterance. Raises OSError if unreadable.
     """
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read_bytes(path)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     lines: List[TranscriptLine] = []
@@ -236,9 +290,10 @@ def _misplaced(path: str, subset: str, where: str) -> Quarantined:
 
 
 def _walk_misplaced(directory: str, subset: str) -> Iterator[Quarantined]:
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
-        for name in sorted(files):
+    for root, dirs, files in _walk(directory):
+        if isinstance(dirs, list):
+            dirs.sort()
+        for name in sorted(f.rstrip("/") for f in files):
             if _is_item_file(name):
                 yield _misplaced(os.path.join(root, name), subset,
                                  "file too deep in the tree")
@@ -250,7 +305,8 @@ def find_subset_dirs(input_base: str, pattern: str) -> List[str]:
     Raises ValueError naming the glob when no directory matches.
     """
     full = os.path.join(input_base, pattern)
-    dirs = sorted(p for p in glob.glob(full) if os.path.isdir(p))
+    found = _fileio(full).glob(full) if is_uri(full) else glob.glob(full)
+    dirs = sorted(p.rstrip("/") for p in found if _isdir(p))
     if not dirs:
         raise ValueError(
             f"no LibriSpeech subset directory matches {full!r} "
@@ -265,17 +321,17 @@ def list_subset(subset_dir: str) -> Iterator[Union[str, Quarantined]]:
     transcript file directly under the subset or a speaker directory is
     quarantined as bad_filename.
     """
-    subset = os.path.basename(os.path.normpath(subset_dir))
-    for speaker in sorted(os.listdir(subset_dir)):
+    subset = os.path.basename(_normpath(subset_dir))
+    for speaker in _listdir(subset_dir):
         speaker_path = os.path.join(subset_dir, speaker)
-        if not os.path.isdir(speaker_path):
+        if not _isdir(speaker_path):
             if _is_item_file(speaker):
                 yield _misplaced(speaker_path, subset,
                                  "file directly under the subset")
             continue
-        for chapter in sorted(os.listdir(speaker_path)):
+        for chapter in _listdir(speaker_path):
             chapter_path = os.path.join(speaker_path, chapter)
-            if os.path.isdir(chapter_path):
+            if _isdir(chapter_path):
                 yield chapter_path
             elif _is_item_file(chapter):
                 yield _misplaced(chapter_path, subset,
@@ -288,7 +344,7 @@ def scan_chapter(chapter_dir: str) -> Iterator[Union[Utterance, Quarantined]]:
     Yields one Utterance per good pair and one Quarantined per bad item (see
     the module docstring). Audio is not opened here.
     """
-    chapter_dir = os.path.normpath(chapter_dir)
+    chapter_dir = _normpath(chapter_dir)
     speaker_dir, chapter = os.path.split(chapter_dir)
     subset_dir, speaker = os.path.split(speaker_dir)
     subset = os.path.basename(subset_dir)
@@ -296,9 +352,9 @@ def scan_chapter(chapter_dir: str) -> Iterator[Union[Utterance, Quarantined]]:
     audio: Dict[str, str] = {}  # utterance id -> flac path
     transcript_path: Optional[str] = None
     transcript_candidates: List[str] = []
-    for name in sorted(os.listdir(chapter_dir)):
+    for name in _listdir(chapter_dir):
         path = os.path.join(chapter_dir, name)
-        if os.path.isdir(path):
+        if _isdir(path):
             yield from _walk_misplaced(path, subset)
             continue
         lower = name.lower()
@@ -433,18 +489,17 @@ def resample(samples: np.ndarray, source_rate: int,
 def _audio_source(path: str):
     """What soundfile reads: a local path as is, any other URI (gs://,
     s3://) as a file object from TFX's filesystem layer."""
-    if "://" not in path:
+    if not is_uri(path):
         yield path
         return
-    from tfx.dsl.io import fileio  # pylint: disable=import-outside-toplevel
-    with fileio.open(path, "rb") as f:
+    with _fileio(path).open(path, "rb") as f:
         yield f
 
 
 def _file_size(path: str) -> int:
     """Bytes of an audio file; QuarantineError when it does not exist."""
-    if "://" in path:
-        from tfx.dsl.io import fileio  # pylint: disable=import-outside-toplevel
+    if is_uri(path):
+        fileio = _fileio(path)
         try:
             return fileio.stat(path).length
         except fileio.NotFoundError:
