@@ -51,3 +51,36 @@ def test_quick_mode_prints_ratio_last(script):
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d+(\.\d+)?x", last), last
+
+
+@pytest.mark.slow
+def test_gpu_quick_mode_prints_a_finite_positive_precision_ratio():
+    """bench_gpu.py --quick runs on CPU (the full mode needs a GPU) and ends
+    with mixed_bfloat16 / float32 steps/s. On CPU bfloat16 is often slower
+    than float32 (0.5-1.5x measured on 2 shared cores), so the floor is far
+    below any real ratio: 0.01x (bfloat16 100x slower) cannot happen from
+    load alone, while a broken measurement (0, NaN, inf, a step not timed)
+    fails the regex or the bounds."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "benchmarks", "bench_gpu.py"),
+         "--quick"], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d+(\.\d+)?x", last), last
+    ratio = float(last[:-1])
+    assert np.isfinite(ratio) and 0.01 <= ratio <= 100.0, ratio
+
+
+@pytest.mark.slow
+def test_gpu_full_mode_without_a_gpu_fails_in_one_line():
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is present: the full mode would run")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "benchmarks", "bench_gpu.py")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "bench_gpu.py: no GPU found"), proc.stderr[-3000:]
+    assert not proc.stdout.strip()
