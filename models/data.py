@@ -35,8 +35,13 @@ from models import config
 BUCKET_RATIO = 1.1
 MIN_BUCKET_SECONDS = 1.0
 SHUFFLE_BUFFER = 2048
-# Token sequences pad to a multiple of this under static_shapes (XLA).
+# Under static_shapes (XLA) token sequences pad to the next edge of a
+# ladder of multiples of TOKEN_PAD_MULTIPLE growing by TOKEN_EDGE_RATIO: a
+# handful of token shapes per frame bucket (tokens grow with duration) and
+# at most 1 - 1/TOKEN_EDGE_RATIO of the positions padding.
 TOKEN_PAD_MULTIPLE = 16
+TOKEN_EDGE_RATIO = 1.25
+MAX_TOKEN_EDGE = 1 << 14
 # Transform's vocabulary of the analysed (train) split's input lengths, with
 # their counts (models/preprocessing.py writes it).
 LENGTH_COUNTS_VOCABULARY = "train_input_lengths"
@@ -144,10 +149,10 @@ def batch_by_length(ds: tf.data.Dataset, batch_size: int,
                     ) -> tf.data.Dataset:
     """Padded batches of utterances of similar length (bucketed).
 
-    static_shapes pads each batch to its bucket's upper edge and the tokens
-    to a multiple of TOKEN_PAD_MULTIPLE, so an XLA-compiled step sees a few
-    dozen shapes instead of one per batch; max_seconds is then the longest
-    utterance ingestion let through (the last bucket's edge).
+    static_shapes pads each batch's features to its bucket's upper edge and
+    its tokens to the next token_edges() edge, so an XLA-compiled step sees
+    a few dozen shapes instead of one per batch; max_seconds is then the
+    longest utterance ingestion let through (the last bucket's edge).
     """
     boundaries, sizes = bucket_plan(batch_size, batch_seconds, front,
                                     max_seconds)
@@ -163,19 +168,48 @@ def batch_by_length(ds: tf.data.Dataset, batch_size: int,
                         "tokens": [None]}, [None]),
         padding_values=({"features": 0.0, "lengths": 0,
                          "tokens": config.PAD_ID}, config.PAD_ID),
-        pad_to_bucket_boundary=static_shapes,
         drop_remainder=False)
-    return ds.map(_pad_tokens) if static_shapes else ds
+    # Not pad_to_bucket_boundary: it pads every unknown dimension to the
+    # frame edge, tokens included (5x the positions the targets need).
+    return ds.map(_static_padding(boundaries)) if static_shapes else ds
 
 
-def _pad_tokens(inputs, targets):
-    """Tokens and targets padded with PAD to a multiple of
-    TOKEN_PAD_MULTIPLE (masked out of every loss)."""
-    length = tf.shape(targets)[1]
-    pad = [[0, 0], [0, -length % TOKEN_PAD_MULTIPLE]]
-    inputs = dict(inputs, tokens=tf.pad(inputs["tokens"], pad,
-                                        constant_values=config.PAD_ID))
-    return inputs, tf.pad(targets, pad, constant_values=config.PAD_ID)
+def token_edges() -> List[int]:
+    """The ladder token sequences pad to under static_shapes."""
+    edges, edge = [], float(TOKEN_PAD_MULTIPLE)
+    while edge <= MAX_TOKEN_EDGE:
+        rounded = -(-int(edge) // TOKEN_PAD_MULTIPLE) * TOKEN_PAD_MULTIPLE
+        if not edges or rounded > edges[-1]:
+            edges.append(rounded)
+        edge *= TOKEN_EDGE_RATIO
+    return edges
+
+
+def _pad_axis(x: tf.Tensor, size, value) -> tf.Tensor:
+    """x padded with value along axis 1 to size."""
+    pad = tf.concat([[[0, 0], [0, size - tf.shape(x)[1]]],
+                     tf.zeros([tf.rank(x) - 2, 2], tf.int32)], 0)
+    return tf.pad(x, pad, constant_values=value)
+
+
+def _static_padding(boundaries: List[int]):
+    """(inputs, targets) -> the same, features padded to the batch's bucket
+    edge (as pad_to_bucket_boundary would: edge - 1) and tokens to the next
+    token edge, both with values every loss masks out."""
+    frame_edges = tf.constant(boundaries, tf.int32)
+    ladder = tf.constant(token_edges(), tf.int32)
+
+    def pad(inputs, targets):
+        longest = tf.cast(tf.reduce_max(inputs["lengths"]), tf.int32)
+        frames = frame_edges[tf.reduce_sum(
+            tf.cast(frame_edges <= longest, tf.int32))] - 1
+        tokens = ladder[tf.reduce_sum(
+            tf.cast(ladder < tf.shape(targets)[1], tf.int32))]
+        inputs = dict(
+            inputs, features=_pad_axis(inputs["features"], frames, 0.0),
+            tokens=_pad_axis(inputs["tokens"], tokens, config.PAD_ID))
+        return inputs, _pad_axis(targets, tokens, config.PAD_ID)
+    return pad
 
 
 def make_dataset(file_patterns: List[str], tf_transform_output,

@@ -120,7 +120,7 @@ def test_batch_seconds_sizes_batches_by_audio_not_by_count():
     ) == -(-len(frame_counts) // 16)
 
 
-def test_static_shapes_pad_to_bucket_edges_and_token_multiples():
+def test_static_shapes_pad_to_bucket_edges_and_a_token_ladder():
     frame_counts = _corpus_frame_counts("dev")
     rng = np.random.default_rng(0)
     n_tokens = rng.integers(5, 60, len(frame_counts))
@@ -143,8 +143,17 @@ def test_static_shapes_pad_to_bucket_edges_and_token_multiples():
                                                 static_shapes=True):
         frames = inputs["features"].shape[1]
         assert frames + 1 in edges
-        assert inputs["tokens"].shape[1] % data.TOKEN_PAD_MULTIPLE == 0
+        token_edge = inputs["tokens"].shape[1]
+        assert token_edge in data.token_edges()
         assert inputs["tokens"].shape == targets.shape
+        # The tokens pad to their own ladder, not to the frame edge: at most
+        # TOKEN_EDGE_RATIO of the longest target, plus the rounding of the
+        # ladder's edges to TOKEN_PAD_MULTIPLE.
+        longest = int(tf.reduce_max(tf.reduce_sum(tf.cast(
+            targets != config.PAD_ID, tf.int32), 1)))
+        assert longest <= token_edge <= (longest * data.TOKEN_EDGE_RATIO
+                                         + data.TOKEN_PAD_MULTIPLE), (
+            longest, token_edge)
         # Padding is PAD, which every loss masks out.
         real = tf.reduce_sum(tf.cast(targets != config.PAD_ID, tf.int32))
         assert int(real) == int(tf.reduce_sum(tf.cast(
