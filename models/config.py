@@ -79,6 +79,12 @@ PROGRESS_LOGGER = "moonshine_tfx.progress"
 PROGRESS_PREFIX = "progress | "
 PROGRESS_SECONDS = 10.0  # at most one progress line per step this often
 
+# --- Several training workers ----------------------------------------------
+# The Trainer's custom_config key of the worker count a multi-worker job was
+# compiled for (`compile-kubeflow --workers N`); run_fn checks that TF_CONFIG
+# names exactly that many workers.
+TRAINER_WORKERS_KEY = "workers"
+
 # --- Long audio in the `transcribe` CLI -------------------------------------
 # Audio longer than the window is cut into segments of at most that length,
 # each cut at the quietest SPLIT_FRAME_SECONDS frame of the window's last

@@ -212,33 +212,69 @@ def _static_padding(boundaries: List[int]):
     return pad
 
 
+def read_shard(files: List[str],
+               input_context: Optional[tf.distribute.InputContext] = None
+               ) -> tf.data.Dataset:
+    """The serialized records of `files` that this input pipeline reads.
+
+    Under a multi-worker strategy (input_context from
+    distribute_datasets_from_function) each pipeline reads its own files,
+    or, when there are fewer files than pipelines, every pipeline reads all
+    of them and keeps its own share of the records; without a context, all
+    records.
+    """
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    if pipelines <= 1:
+        return tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                       num_parallel_reads=tf.data.AUTOTUNE)
+    index = input_context.input_pipeline_id
+    if len(files) >= pipelines:
+        own = tf.data.Dataset.from_tensor_slices(files).shard(pipelines,
+                                                              index)
+        return own.interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Sequential read: the record order, and so each shard, is fixed.
+    return tf.data.TFRecordDataset(files, compression_type="GZIP").shard(
+        pipelines, index)
+
+
 def make_dataset(file_patterns: List[str], tf_transform_output,
                  preset: config.Preset, training: bool,
                  batch_size: Optional[int] = None,
                  static_shapes: bool = False,
-                 max_seconds: float = config.MAX_AUDIO_SECONDS
+                 max_seconds: float = config.MAX_AUDIO_SECONDS,
+                 input_context: Optional[tf.distribute.InputContext] = None
                  ) -> tf.data.Dataset:
     """Bucketed, padded batches of (model inputs, target tokens).
 
     Training data repeats before bucketing so that no bucket is flushed half
-    full at each epoch boundary. Files are listed in order, so that a
-    distribution strategy's auto-sharding gives each worker its own files.
+    full at each epoch boundary. Files are listed in order; with an
+    input_context (a multi-worker strategy) each worker reads its own shard
+    (read_shard) in batches of its replicas' share of the global batch (and
+    of batch_seconds), and evaluation data repeats too: every worker must
+    run the same number of steps, whatever its shard holds.
     """
     files = sorted(f for p in file_patterns for f in tf.io.gfile.glob(p))
     if not files:
         raise ValueError(f"no examples match {file_patterns}")
     batch_size = batch_size or preset.train.batch_size
+    batch_seconds = preset.train.batch_seconds
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+        batch_seconds /= input_context.num_replicas_in_sync
     front = preset.model.front_end
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
-                                 num_parallel_reads=tf.data.AUTOTUNE)
+    ds = read_shard(files, input_context)
     if training:
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=preset.train.seed,
-                        reshuffle_each_iteration=True).repeat()
+                        reshuffle_each_iteration=True)
+    if training or input_context is not None:
+        ds = ds.repeat()
     ds = (ds.batch(TRANSFORM_BATCH)
           .map(raw_to_features(tf_transform_output, front),
                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
           .unbatch()
           .map(_element))
-    ds = batch_by_length(ds, batch_size, front, preset.train.batch_seconds,
+    ds = batch_by_length(ds, batch_size, front, batch_seconds,
                          static_shapes, max_seconds)
     return ds.prefetch(tf.data.AUTOTUNE)

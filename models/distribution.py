@@ -18,12 +18,43 @@ import tf_keras as keras
 from models import config
 
 
+def _parsed(tf_config: Optional[str]) -> dict:
+    return json.loads(tf_config or "{}")
+
+
+def cluster_size(tf_config: Optional[str]) -> int:
+    """Training replicas (chief and workers) TF_CONFIG names; 1 without
+    one."""
+    cluster = _parsed(tf_config).get("cluster", {})
+    return max(1, sum(len(cluster.get(k, [])) for k in ("chief", "worker")))
+
+
+def task_name(tf_config: Optional[str]) -> str:
+    """This replica as '<type>-<index>' ('worker-1'); 'chief-0' without
+    TF_CONFIG."""
+    task = _parsed(tf_config).get("task") or {"type": "chief"}
+    return f"{task.get('type', 'worker')}-{int(task.get('index', 0))}"
+
+
+def check_cluster_size(tf_config: Optional[str],
+                       workers: Optional[int]) -> None:
+    """Fails when TF_CONFIG's cluster is not the `workers` replicas the job
+    was compiled for (config.TRAINER_WORKERS_KEY; None: any size)."""
+    if workers is None:
+        return
+    found = cluster_size(tf_config)
+    if found != int(workers):
+        raise ValueError(
+            f"the Trainer was compiled for {workers} workers but TF_CONFIG "
+            f"names {found}; run it as a {workers}-replica TFJob (or Vertex "
+            "worker pool), which sets TF_CONFIG on each replica")
+
+
 def strategy_kind(tf_config: Optional[str], n_gpus: int) -> str:
     """'multi_worker' when TF_CONFIG names several workers (the TFX Trainer
     on Vertex AI or a TFJob sets it per replica), 'mirrored' over several
     local GPUs, else 'default'."""
-    cluster = json.loads(tf_config or "{}").get("cluster", {})
-    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
+    if cluster_size(tf_config) > 1:
         return "multi_worker"
     return "mirrored" if n_gpus > 1 else "default"
 
@@ -31,7 +62,7 @@ def strategy_kind(tf_config: Optional[str], n_gpus: int) -> str:
 def is_chief(tf_config: Optional[str]) -> bool:
     """Whether this replica writes the model (the chief, or worker 0 of a
     cluster without one); every other replica exports to a scratch dir."""
-    parsed = json.loads(tf_config or "{}")
+    parsed = _parsed(tf_config)
     task = parsed.get("task", {})
     if not task:
         return True
@@ -39,6 +70,14 @@ def is_chief(tf_config: Optional[str]) -> bool:
         return True
     return (task.get("type") == "worker" and int(task.get("index", 0)) == 0
             and "chief" not in parsed.get("cluster", {}))
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every replica of `strategy` got here (an all-reduce)."""
+    done = strategy.run(lambda: tf.distribute.get_replica_context(
+    ).all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(1.0)))
+    for value in strategy.experimental_local_results(done):
+        value.numpy()  # waits for the collective
 
 
 def make_strategy() -> tf.distribute.Strategy:

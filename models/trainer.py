@@ -307,11 +307,51 @@ def steps_per_epoch(tf_transform_output, preset: config.Preset,
                                      *plan))
 
 
+class InitialStep(keras.callbacks.Callback):
+    """The optimiser step training began at: 0, or the step of the backup
+    it resumed from (BackupAndRestore restores before this runs)."""
+
+    step = 0
+
+    def on_train_begin(self, logs=None):
+        self.step = int(self.model.optimizer.iterations.numpy())
+        if self.step:
+            logging.info("resumed from the backup at step %d", self.step)
+
+
+# Where a non-chief worker's export goes, under the model run dir: every
+# worker must save (saving can be collective), only the chief's is the model.
+NON_CHIEF_MODEL_DIR = "non_chief_model"
+
+
+def export_dir(fn_args, tf_config: Optional[str]) -> str:
+    """The serving model dir on the chief; a scratch dir of its own on any
+    other worker (<model_run_dir>/non_chief_model/<task>)."""
+    if distribution.is_chief(tf_config):
+        return fn_args.serving_model_dir
+    return os.path.join(fn_args.model_run_dir, NON_CHIEF_MODEL_DIR,
+                        distribution.task_name(tf_config))
+
+
+def _eval_steps_per_worker(files: List[str], batch_size: int) -> int:
+    """Evaluation steps that cover the eval split about once when every
+    worker evaluates its repeated shard (the steps must be equal)."""
+    paths = [f for p in files for f in tf.io.gfile.glob(p)]
+    records = int(tf.data.TFRecordDataset(paths, compression_type="GZIP")
+                  .reduce(0, lambda n, _: n + 1))
+    return max(1, math.ceil(records / batch_size))
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
+    tf_config = os.environ.get("TF_CONFIG")
+    custom_config = fn_args.custom_config or {}
+    distribution.check_cluster_size(
+        tf_config, custom_config.get(config.TRAINER_WORKERS_KEY))
     # MultiWorkerMirroredStrategy must exist before any other TF op runs.
     strategy = distribution.make_strategy()
-    custom_config = fn_args.custom_config or {}
+    multi_worker = isinstance(strategy,
+                              tf.distribute.MultiWorkerMirroredStrategy)
     preset = resolve_preset(custom_config)
     train_cfg = preset.train
     keras.utils.set_random_seed(train_cfg.seed)
@@ -321,19 +361,30 @@ def run_fn(fn_args) -> None:
     static_shapes = distribution.resolve_jit_compile(train_cfg)
     max_seconds = float(custom_config.get("max_audio_seconds",
                                           config.MAX_AUDIO_SECONDS))
-    train_ds, eval_ds = (
-        data.make_dataset(files, tf_transform_output, preset,
-                          training=training, static_shapes=static_shapes,
-                          max_seconds=max_seconds)
-        for files, training in ((fn_args.train_files, True),
-                                (fn_args.eval_files, False)))
+
+    def dataset(files, training):
+        def make(input_context=None):
+            return data.make_dataset(
+                files, tf_transform_output, preset, training=training,
+                static_shapes=static_shapes, max_seconds=max_seconds,
+                input_context=input_context)
+        # Each worker reads its own shard of the files (models/data.py).
+        return (strategy.distribute_datasets_from_function(make)
+                if multi_worker else make())
+
+    train_ds, eval_ds = (dataset(fn_args.train_files, True),
+                         dataset(fn_args.eval_files, False))
     epoch_steps = steps_per_epoch(tf_transform_output, preset, max_seconds)
     total_steps = fn_args.train_steps or train_cfg.train_steps or (
         epoch_steps * train_cfg.epochs)
     epoch_steps = min(epoch_steps, total_steps)
     eval_steps = fn_args.eval_steps or train_cfg.eval_steps or None
-    logging.info("training %s: %d steps of %d per epoch", preset.name,
-                 total_steps, epoch_steps)
+    if multi_worker and eval_steps is None:
+        eval_steps = _eval_steps_per_worker(fn_args.eval_files,
+                                            train_cfg.batch_size)
+    logging.info("training %s: %d steps of %d per epoch on %d worker(s)",
+                 preset.name, total_steps, epoch_steps,
+                 distribution.cluster_size(tf_config))
 
     trainer = build_trainer(preset, total_steps, strategy)
     # Fine-tuning starts from imported weights; a resumed backup overrides.
@@ -343,20 +394,26 @@ def run_fn(fn_args) -> None:
     backup_dir = backup_dir_for(
         custom_config.get("backup_dir") or os.path.join(run_dir, "backup"),
         preset, list(fn_args.train_files) + [fn_args.transform_output])
+    initial = InitialStep()
     hist = fit(trainer, train_ds, eval_ds, total_steps, epoch_steps,
                backup_dir, log_dir=run_dir, eval_steps=eval_steps,
+               callbacks=[initial],
                checkpoint_every_steps=train_cfg.checkpoint_every_steps,
                early_stopping_patience=train_cfg.early_stopping_patience)
 
-    output_dir = fn_args.serving_model_dir
-    if not distribution.is_chief(os.environ.get("TF_CONFIG")):
-        # Every replica saves (saving can be collective); only the chief's
-        # lands where the Trainer's output artifact points.
-        output_dir = os.path.join(run_dir, "non_chief_model")
+    output_dir = export_dir(fn_args, tf_config)
     serving.save_trained(trainer.moonshine, preset, output_dir)
     with tf.io.gfile.GFile(os.path.join(output_dir, serving.HISTORY_FILE),
                            "w") as f:
         json.dump({"preset": preset.name, "steps": total_steps,
-                   "epochs": len(hist.get("loss", [])), "history": hist},
+                   "initial_step": initial.step,
+                   "epochs": len(hist.get("loss", [])),
+                   "workers": distribution.cluster_size(tf_config),
+                   "task": distribution.task_name(tf_config),
+                   "history": hist},
                   f, indent=2)
     save_loss_curve(hist, os.path.join(output_dir, serving.LOSS_CURVE_FILE))
+    if multi_worker:
+        # No worker leaves before the chief's model is written (the TFX
+        # executor of each replica checks that the model exists).
+        distribution.barrier(strategy)

@@ -20,6 +20,10 @@ submits). What differs from the local run:
 - Paths baked into the spec are read inside the containers: the pipeline
   root must be a TFX filesystem (`gs://`, `s3://`; KFP's default `minio://` is
   not one), and the schema and default corpus are the image's copies.
+- With several training workers (`RunOptions.trainer_workers`, the CLI's
+  `--workers N`) the Trainer task launches a TFJob of N replicas that run
+  the Trainer's own executor (pipeline/tfjob.py); its manifest is written
+  next to the output (`<output>.trainer-tfjob.yaml`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Union
 
 from pipeline import beam
+from pipeline import tfjob
 from pipeline.options import RunOptions
 
 REMOTE_SCHEMES = ("gs://", "s3://")
@@ -138,6 +143,42 @@ class TrainerResources:
                 type=self.gpu_type, count=self.gpus))
         return spec
 
+    def replica_limits(self) -> Dict[str, str]:
+        """The same limits as Kubernetes resource limits of one TFJob
+        replica (the GPU type must then be a Kubernetes resource name)."""
+        self.resource_spec()  # the same checks
+        limits = {"cpu": str(self.cpu), "memory": str(self.memory)}
+        if self.gpus:
+            if "/" not in self.gpu_type:
+                raise KubeflowConfigError(
+                    f"--gpu-type {self.gpu_type!r}: TFJob replicas need a "
+                    "Kubernetes resource name such as nvidia.com/gpu")
+            limits[self.gpu_type] = str(self.gpus)
+        return limits
+
+
+def _k8s_name(text: str) -> str:
+    """text as a Kubernetes object name (lower case, digits and '-')."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:50] or "job"
+
+
+def _trainer_as_tfjob(job: dict, options: RunOptions,
+                      resources: TrainerResources) -> dict:
+    """Makes the compiled Trainer task launch a TFJob of
+    options.trainer_workers replicas (pipeline/tfjob.py); returns the
+    TFJob's manifest."""
+    spec = job["pipelineSpec"]
+    ref = spec["root"]["dag"]["tasks"]["Trainer"]["componentRef"]["name"]
+    executor = spec["deploymentSpec"]["executors"][
+        spec["components"][ref]["executorLabel"]]
+    container = executor["container"]
+    manifest = tfjob.tfjob_manifest(
+        _k8s_name(f"{options.pipeline_name}-trainer"), container["image"],
+        container["command"], container["args"], options.trainer_workers,
+        resources.replica_limits())
+    executor["container"] = tfjob.launcher_container(container, manifest)
+    return manifest
+
 
 def storage_notes(*uris: Optional[str]) -> List[str]:
     """What the pinned image lacks for the given URIs (printed by the CLI)."""
@@ -215,6 +256,8 @@ def compile_kubeflow(
             f"--baseline-model {baseline_model_uri!r}: must be a gs:// or "
             "s3:// URI of an exported model artifact")
     resource_spec = resources.resource_spec()
+    if options.trainer_workers > 1:
+        resources.replica_limits()
 
     from tfx import v1 as tfx
 
@@ -245,7 +288,16 @@ def compile_kubeflow(
     # defaultPipelineRoot carries it there too (as kfp's
     # @dsl.pipeline(pipeline_root=...) does).
     job["pipelineSpec"]["defaultPipelineRoot"] = pipeline_root
-    return write_pipeline(job, output)
+    manifest = (_trainer_as_tfjob(job, options, resources)
+                if options.trainer_workers > 1 else None)
+    path = write_pipeline(job, output)
+    if manifest:
+        import yaml
+        from tfx.dsl.io import fileio
+
+        with fileio.open(tfjob.manifest_path(output), "w") as f:
+            yaml.safe_dump(manifest, f, sort_keys=False)
+    return path
 
 
 def write_pipeline(job: dict, output: str) -> str:

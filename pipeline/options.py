@@ -40,6 +40,9 @@ class RunOptions:
     max_audio_seconds: float = config.MAX_AUDIO_SECONDS
     enable_cache: bool = True
     init_from: Optional[str] = None  # `import-weights` output or checkpoint
+    # Training replicas under MultiWorkerMirroredStrategy (Kubeflow: a
+    # TFJob of that many workers, pipeline/tfjob.py); 1 trains in one pod.
+    trainer_workers: int = 1
     run_fn: str = RUN_FN
     export_fn: str = EXPORT_FN
     pipeline_name: str = PIPELINE_NAME
@@ -55,6 +58,9 @@ class RunOptions:
         if self.max_wer_regression < 0:
             raise ValueError("max_wer_regression must be >= 0, got "
                              f"{self.max_wer_regression}")
+        if self.trainer_workers < 1:
+            raise ValueError(
+                f"trainer_workers must be >= 1, got {self.trainer_workers}")
         for name in ("train_steps", "eval_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:

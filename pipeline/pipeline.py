@@ -133,6 +133,9 @@ def _trainer(options: RunOptions, data: DataComponents,
                        # Only when set, so runs without them keep their cache.
                        **({"init_from": options.init_from}
                           if options.init_from else {}),
+                       # run_fn checks that TF_CONFIG names that many.
+                       **({config.TRAINER_WORKERS_KEY: options.trainer_workers}
+                          if options.trainer_workers > 1 else {}),
                        **({"max_audio_seconds": options.max_audio_seconds}
                           if options.max_audio_seconds
                           != config.MAX_AUDIO_SECONDS else {})})

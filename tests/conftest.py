@@ -13,6 +13,8 @@ if REPO_ROOT not in sys.path:
 
 EMBEDDED_CORPUS = os.path.join(REPO_ROOT, "data", "embedded-corpus")
 
+import pytest  # noqa: E402
+
 
 def tiny_preset(**train_overrides):
     """The ci preset with these TrainConfig fields replaced."""
@@ -22,6 +24,17 @@ def tiny_preset(**train_overrides):
     preset = config.get_preset("ci")
     return dataclasses.replace(
         preset, train=dataclasses.replace(preset.train, **train_overrides))
+
+
+@pytest.fixture(scope="session")
+def ci_steps(tmp_path_factory):
+    """The pipeline's own ExampleGen and Transform on a few utterances, for
+    the ci preset (session scope: test_data and test_multi_worker share
+    them)."""
+    import pipeline_steps
+    tmp = str(tmp_path_factory.mktemp("ci_steps"))
+    return pipeline_steps.ingest_and_transform(tmp, tiny_preset())
+
 
 # Real pipeline runs shared by test_gating, test_lineage and test_report
 # (session scope: run once however many of those files are selected).
@@ -33,9 +46,6 @@ from gating_runs import gated_runs  # noqa: E402,F401
 # pipeline/storage.py): end the session with pytest's status instead.
 def pytest_sessionfinish(session, exitstatus):
     session.config._moonshine_exit_status = int(exitstatus)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.hookimpl(trylast=True)

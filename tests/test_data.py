@@ -165,14 +165,6 @@ def test_static_shapes_pad_to_bucket_edges_and_a_token_ladder():
     assert len(shapes) <= len(edges) * 4
 
 
-@pytest.fixture(scope="module")
-def ci_steps(tmp_path_factory):
-    """The pipeline's own ExampleGen and Transform on a few utterances."""
-    import pipeline_steps
-    tmp = str(tmp_path_factory.mktemp("data_steps"))
-    return pipeline_steps.ingest_and_transform(tmp, tiny_preset())
-
-
 @pytest.mark.slow
 def test_training_order_is_deterministic_under_the_seed(ci_steps):
     import tensorflow_transform as tft
@@ -246,3 +238,34 @@ def test_waveform_buckets_are_in_samples():
                                                 [64_000]]
     for inputs, _ in batches:
         assert inputs["features"].shape.rank == 2
+
+
+def _record_files(tmp_path, shards, per_file=3):
+    """GZIP TFRecord files holding b'<file>-<record>' records."""
+    paths = []
+    for i in range(shards):
+        path = str(tmp_path / f"part-{i}.gz")
+        with tf.io.TFRecordWriter(path, "GZIP") as w:
+            for j in range(per_file):
+                w.write(f"{i}-{j}".encode())
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("n_files", [1, 3, 4])
+def test_each_worker_reads_its_own_shard(tmp_path, n_files):
+    """Two input pipelines (a multi-worker strategy) read disjoint shards
+    that together hold every record once: whole files when there are at
+    least as many files as pipelines, else every other record."""
+    files = _record_files(tmp_path, n_files)
+    everything = sorted(r.decode() for r in
+                        data.read_shard(files).as_numpy_iterator())
+    assert len(everything) == 3 * n_files
+    shards = [sorted(r.decode() for r in data.read_shard(
+        files, tf.distribute.InputContext(2, i, 2)).as_numpy_iterator())
+        for i in range(2)]
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == everything
+    if n_files >= 2:  # whole files: no file is split between workers
+        owners = [{r.split("-")[0] for r in shard} for shard in shards]
+        assert not owners[0] & owners[1]

@@ -38,3 +38,33 @@ def test_strategy_follows_tf_config_and_local_gpus():
     assert distribution.strategy_kind(with_chief, 0) == "multi_worker"
     assert not distribution.is_chief(with_chief)
     assert distribution.is_chief(None)
+
+
+def test_cluster_size_and_task_names_from_tf_config():
+    cluster = {"worker": ["localhost:1", "localhost:2", "localhost:3"]}
+    third = json.dumps({"cluster": cluster,
+                        "task": {"type": "worker", "index": 2}})
+    assert distribution.cluster_size(third) == 3
+    assert distribution.task_name(third) == "worker-2"
+    assert distribution.cluster_size(None) == 1
+    assert distribution.task_name(None) == "chief-0"
+    distribution.check_cluster_size(third, 3)
+    distribution.check_cluster_size(None, None)
+    with pytest.raises(ValueError, match="compiled for 2 workers but "
+                       "TF_CONFIG names 3"):
+        distribution.check_cluster_size(third, 2)
+
+
+def test_run_fn_refuses_a_cluster_other_than_the_compiled_one(monkeypatch):
+    """A Trainer compiled for 2 workers (compile-kubeflow --workers 2) but
+    started without TF_CONFIG fails before building anything."""
+    import types
+
+    from models import trainer
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    args = types.SimpleNamespace(custom_config={
+        config.TRAINER_WORKERS_KEY: 2, "preset": "ci"})
+    with pytest.raises(ValueError, match="compiled for 2 workers but "
+                       "TF_CONFIG names 1"):
+        trainer.run_fn(args)

@@ -12,6 +12,7 @@ from models import config
 from pipeline import beam
 from pipeline import kubeflow_runner as kfr
 from pipeline import options as run_options
+from pipeline import tfjob
 from tools import cli
 
 IMAGE = "registry.example.com/ml/moonshine-tfx:0.1.0"
@@ -373,3 +374,135 @@ def test_dockerfile_workdir_matches_the_image_paths():
     with open(dockerfile) as f:
         lines = [line.strip() for line in f]
     assert f"WORKDIR {kfr.IMAGE_APP_DIR}" in lines
+
+
+# --- Several training workers: the Trainer as a TFJob ------------------------
+
+@pytest.fixture(scope="module")
+def workers_compiled(tmp_path_factory):
+    """`compile-kubeflow --workers 3 --gpus 2`: (the spec, the TFJob
+    manifest as written next to it)."""
+    import yaml
+
+    out = tmp_path_factory.mktemp("kfp_workers") / "pipeline.json"
+    assert cli.main(["compile-kubeflow", "--image", IMAGE, "--pipeline-root",
+                     ROOT, "--output", str(out), "--workers", "3",
+                     "--gpus", "2"]) == 0
+    with open(tfjob.manifest_path(str(out))) as f:
+        manifest = yaml.safe_load(f)
+    return Spec(json.loads(out.read_text())), manifest
+
+
+def test_workers_compile_a_tfjob_running_the_trainers_own_command(
+        workers_compiled, default_spec):
+    spec, manifest = workers_compiled
+    assert (manifest["apiVersion"], manifest["kind"]) == ("kubeflow.org/v1",
+                                                          "TFJob")
+    assert list(manifest["spec"]["tfReplicaSpecs"]) == ["Worker"]
+    worker = manifest["spec"]["tfReplicaSpecs"]["Worker"]
+    assert worker["replicas"] == 3
+    assert worker["restartPolicy"] == "OnFailure"
+    (container,) = worker["template"]["spec"]["containers"]
+    assert container["name"] == "tensorflow"  # what the operator expects
+    assert container["image"] == IMAGE
+    # Exactly what the single-pod Trainer task runs: the TFX executor, with
+    # KFP's executor-input placeholder that the launcher fills at run time.
+    single = default_spec.container("Trainer")
+    assert container["command"] == single["command"]
+    assert container["args"] == single["args"]
+    assert tfjob.EXECUTOR_INPUT_PLACEHOLDER in container["args"]
+    assert container["resources"]["limits"] == {
+        "cpu": kfr.DEFAULT_TRAINER_CPU, "memory": kfr.DEFAULT_TRAINER_MEMORY,
+        "nvidia.com/gpu": "2"}
+    # TF_CONFIG is the Training Operator's to set, per replica.
+    assert "TF_CONFIG" not in json.dumps(manifest)
+    assert "env" not in container
+
+
+def test_workers_turn_the_trainer_task_into_the_tfjob_launcher(
+        workers_compiled, default_spec):
+    spec, manifest = workers_compiled
+    launcher = spec.container("Trainer")
+    assert launcher["image"] == IMAGE
+    assert launcher["command"] == ["python", "-m", tfjob.LAUNCHER_MODULE]
+    flag, embedded, dash = launcher["args"][:3]
+    assert (flag, dash) == ("--manifest", "--")
+    # The embedded manifest holds no placeholder for KFP to substitute
+    # inside its JSON: the args come after `--`, resolved as the Trainer's.
+    embedded = json.loads(embedded)
+    assert tfjob.EXECUTOR_INPUT_PLACEHOLDER not in json.dumps(embedded)
+    replica = manifest["spec"]["tfReplicaSpecs"]["Worker"]["template"][
+        "spec"]["containers"][0]
+    assert tfjob.fill_manifest(embedded, ["--x"]) == tfjob.fill_manifest(
+        manifest, ["--x"])
+    assert replica["args"] == default_spec.container("Trainer")["args"]
+    assert launcher["args"][3:] == default_spec.container("Trainer")["args"]
+    assert "resources" not in launcher  # the replicas hold the GPUs
+    trainer_config = json.loads(spec.param("Trainer", "custom_config"))
+    assert trainer_config[config.TRAINER_WORKERS_KEY] == 3
+    assert config.TRAINER_WORKERS_KEY not in json.loads(
+        default_spec.param("Trainer", "custom_config"))
+    for task in COMPONENTS - {"Trainer"}:
+        assert spec.container(task) == default_spec.container(task), task
+
+
+def test_the_launcher_submits_the_resolved_args_and_waits(workers_compiled):
+    _, manifest = workers_compiled
+    args = manifest["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"][
+        "containers"][0]["args"]
+    resolved = [json.dumps({"inputs": {}}) if a ==
+                tfjob.EXECUTOR_INPUT_PLACEHOLDER else a for a in args]
+    filled = tfjob.fill_manifest(manifest, resolved)
+    assert filled["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"][
+        "containers"][0]["args"] == resolved
+    assert tfjob.EXECUTOR_INPUT_PLACEHOLDER in json.dumps(manifest)
+    with pytest.raises(ValueError, match="unresolved"):
+        tfjob.fill_manifest(manifest, args)
+
+    class FakeApi:
+        """CustomObjectsApi: running once, then the given end state."""
+
+        def __init__(self, end):
+            self.end, self.created, self.polls = end, None, 0
+
+        def create_namespaced_custom_object(self, group, version, namespace,
+                                            plural, body):
+            assert (group, version, plural) == ("kubeflow.org", "v1",
+                                                "tfjobs")
+            self.created = body
+            return {"metadata": {"name": "moonshine-tfx-trainer-x1"}}
+
+        def get_namespaced_custom_object(self, group, version, namespace,
+                                         plural, name):
+            assert name == "moonshine-tfx-trainer-x1"
+            self.polls += 1
+            if self.polls == 1:
+                return {"status": {"conditions": [
+                    {"type": "Running", "status": "True"}]}}
+            return {"status": {"conditions": [
+                {"type": "Running", "status": "False"},
+                {"type": self.end, "status": "True"}]}}
+
+    for end in ("Succeeded", "Failed"):
+        api = FakeApi(end)
+        assert tfjob.run_tfjob(api, "kubeflow", filled, poll_seconds=0) == end
+        assert api.created == filled and api.polls == 2
+
+
+def test_workers_options_are_checked(tmp_path, capsys):
+    with pytest.raises(ValueError, match="trainer_workers must be >= 1"):
+        run_options.RunOptions.resolve("ci", trainer_workers=0)
+    with pytest.raises(SystemExit):
+        cli.main(["compile-kubeflow", "--image", IMAGE, "--pipeline-root",
+                  ROOT, "--workers", "0"])
+    assert "not a positive integer" in capsys.readouterr().err
+    # Vertex accelerator names are no Kubernetes resource a TFJob can ask.
+    out = tmp_path / "p.json"
+    assert cli.main(["compile-kubeflow", "--image", IMAGE, "--pipeline-root",
+                     ROOT, "--output", str(out), "--workers", "2",
+                     "--gpu-type", "NVIDIA_TESLA_A100"]) == 2
+    assert "--gpu-type" in capsys.readouterr().err
+    assert not out.exists()
+    # One worker: no TFJob, no manifest.
+    _compile(tmp_path, name="one.json")
+    assert not os.path.exists(tfjob.manifest_path(str(tmp_path / "one.json")))

@@ -317,7 +317,8 @@ def cmd_runs(args) -> int:
 def cmd_compile_kubeflow(args) -> int:
     from pipeline import kubeflow_runner
 
-    options = options_from_args(args, pipeline_name=args.pipeline_name)
+    options = options_from_args(args, pipeline_name=args.pipeline_name,
+                                trainer_workers=args.workers)
     try:
         path = kubeflow_runner.compile_kubeflow(
             options, image=args.image, pipeline_root=args.pipeline_root,
@@ -335,6 +336,10 @@ def cmd_compile_kubeflow(args) -> int:
             args.baseline_model):
         print(f"note: {note}", file=sys.stderr)
     print(f"compiled Kubeflow pipeline: {path}")
+    if args.workers > 1:
+        from pipeline import tfjob
+        print(f"Trainer: a TFJob of {args.workers} workers, manifest "
+              f"{tfjob.manifest_path(path)}")
     return 0
 
 
@@ -477,7 +482,14 @@ def _add_compile_kubeflow(sub) -> None:
     kf.add_argument("--pipeline-name", default=None,
                     help="default: moonshine-tfx")
     kf.add_argument("--gpus", type=int, default=1,
-                    help="GPUs for the Trainer (0: train on CPU)")
+                    help="GPUs for the Trainer (0: train on CPU); with "
+                    "--workers, per worker")
+    kf.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                    help="training workers (MultiWorkerMirroredStrategy): "
+                    "N > 1 runs the Trainer as a Kubeflow TFJob of N "
+                    "replicas and writes its manifest to "
+                    "<output>.trainer-tfjob.yaml (needs the Training "
+                    "Operator)")
     kf.add_argument("--gpu-type", default=kfr.DEFAULT_GPU_TYPE,
                     help="accelerator resource: nvidia.com/gpu on open-source "
                     "KFP, e.g. NVIDIA_TESLA_A100 on Vertex AI")
