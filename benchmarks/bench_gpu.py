@@ -380,9 +380,8 @@ def notes_for(plan: Plan) -> List[str]:
     notes = [f"Synthetic utterances in the length buckets of {buckets} s, "
              "through the trainer's feature path and static-shape batching; "
              "the same batches under both precisions; warm-up steps (XLA "
-             "compiles) excluded. Note the token axis: "
-             "batch_by_length(static_shapes=True) pads it to the frame "
-             "bucket's edge, far past the longest target."]
+             "compiles) excluded. Tokens pad to their own ladder of "
+             "edges (data.token_edges), not to the frame bucket's edge."]
     if plan.preset != PRESET:
         notes.append(f"--quick: the {plan.preset} preset on small batches "
                      f"(tracing {PRESET}'s step alone takes ~45 s on 2 busy "

@@ -279,9 +279,25 @@ def run_child(data_root: str, work_dir: str, workers: int,
             "transformed_bytes": materialised}
 
 
+def _child_main(conn, fn, args):
+    conn.send(fn(*args))
+    conn.close()
+
+
 def _in_child(fn, *args):
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    """fn(*args) in a fresh, non-daemonic process (its Beam runner starts
+    worker processes of its own, which a Pool's daemonic workers may not)."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(send, fn, args))
+    child.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:
+        raise RuntimeError(f"{fn.__name__} died (exit {child.join() or child.exitcode})") from None
+    child.join()
+    return result
 
 
 # --- Report ------------------------------------------------------------------------

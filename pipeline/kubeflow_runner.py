@@ -32,7 +32,7 @@ import dataclasses
 import os
 import posixpath
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 from pipeline import beam
 from pipeline import tfjob
@@ -178,16 +178,6 @@ def _trainer_as_tfjob(job: dict, options: RunOptions,
         resources.replica_limits())
     executor["container"] = tfjob.launcher_container(container, manifest)
     return manifest
-
-
-def storage_notes(*uris: Optional[str]) -> List[str]:
-    """What the pinned image lacks for the given URIs (printed by the CLI)."""
-    if any(u and u.startswith("s3://") for u in uris):
-        return ["s3:// needs tensorflow-io (tf.io.gfile's S3 filesystem) and "
-                "boto3 (Beam's S3 filesystem) in the image; requirements.lock "
-                "pins neither, so add them to the image before running "
-                "(gs:// works with the image as built)"]
-    return []
 
 
 def compile_kubeflow(

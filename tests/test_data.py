@@ -59,7 +59,7 @@ def _padding_fraction(batches):
     return 1.0 - real / padded
 
 
-def test_bucketed_batches_pad_under_15_percent_on_the_embedded_corpus():
+def test_bucketed_batches_pad_under_10_percent_on_the_embedded_corpus():
     frame_counts = _corpus_frame_counts()
     batch_size = config.get_preset("demo").train.batch_size
     ds = _length_only_dataset(frame_counts, seed=0)
@@ -67,7 +67,7 @@ def test_bucketed_batches_pad_under_15_percent_on_the_embedded_corpus():
         data.batch_by_length(ds, batch_size, FRONT))
     naive = _padding_fraction(ds.padded_batch(batch_size))
     print(f"padding fraction: bucketed {bucketed:.1%}, naive {naive:.1%}")
-    assert bucketed < 0.15
+    assert bucketed < 0.10  # the bound README states
     # The comparison is what makes the number meaningful: shuffled batches
     # padded to their longest clip waste far more.
     assert bucketed < naive / 2

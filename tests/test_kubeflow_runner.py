@@ -107,12 +107,14 @@ def test_trainer_requests_gpu_cpu_and_memory(default_spec, baseline_spec):
 
 def test_data_components_get_beam_args(default_spec, baseline_spec):
     default = list(beam.DEFAULT_KUBEFLOW_ARGS)
-    # Every core of the pod; each worker process registers the run's
-    # filesystems first (pipeline/beam_worker.py).
-    assert default == ["--runner=FnApiRunner",
+    # Every core of the pod, workers forked warm (pipeline/beam_pool.py);
+    # each worker process registers the run's filesystems first
+    # (pipeline/beam_worker.py); no TFX sdist built for every step.
+    assert default == ["--runner=pipeline.beam_pool.LocalRunner",
                        "--direct_running_mode=multi_processing",
                        "--direct_num_workers=0",
-                       "--beam_plugin=pipeline.beam_worker"]
+                       "--beam_plugin=pipeline.beam_worker",
+                       "--sdk_container_image=local"]
     for task in DATA_COMPONENTS:
         args = default_spec.container(task)["args"]
         assert args[-len(default):] == default, task
@@ -358,12 +360,13 @@ def test_cli_rejects_a_minio_pipeline_root(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_cli_notes_what_s3_needs(tmp_path, capsys):
+def test_cli_compiles_an_s3_root_without_notes(tmp_path, capsys):
+    """The image pins tensorflow-io and boto3: nothing is missing for s3://."""
     out = tmp_path / "pipeline.json"
     rc = cli.main(["compile-kubeflow", "--image", IMAGE, "--pipeline-root",
                    "s3://bucket/root", "--output", str(out), "--gpus", "0"])
     assert rc == 0
-    assert "tensorflow-io" in capsys.readouterr().err
+    assert "note:" not in capsys.readouterr().err
     spec = Spec(json.loads(out.read_text()))
     assert "accelerator" not in spec.container("Trainer")["resources"]
 

@@ -331,10 +331,6 @@ def cmd_compile_kubeflow(args) -> int:
             schema_file=args.schema_file)
     except kubeflow_runner.KubeflowConfigError as e:
         raise CliError(str(e)) from None
-    for note in kubeflow_runner.storage_notes(
-            args.pipeline_root, args.data_root, args.serving_model_dir,
-            args.baseline_model):
-        print(f"note: {note}", file=sys.stderr)
     print(f"compiled Kubeflow pipeline: {path}")
     if args.workers > 1:
         from pipeline import tfjob
