@@ -180,6 +180,39 @@ def _trainer_as_tfjob(job: dict, options: RunOptions,
     return manifest
 
 
+def _checked_locations(options: RunOptions, image: str, pipeline_root: str,
+                       data_root: Optional[str], schema_file: str,
+                       serving_model_dir: Optional[str],
+                       baseline_model_uri: Optional[str],
+                       allow_local_root: bool):
+    """(pipeline_root, data_root, schema_file, serving_model_dir), checked
+    and defaulted; KubeflowConfigError names the first bad one."""
+    pipeline_root = check_pipeline_root(pipeline_root, allow_local_root)
+
+    def shared(uri: str) -> bool:  # a place every pod can reach
+        return is_remote(uri) or (allow_local_root and _is_local_absolute(uri))
+
+    if not image or any(c.isspace() for c in image):
+        raise KubeflowConfigError(f"--image {image!r}: expected an image "
+                                  "reference like REGISTRY/moonshine-tfx:TAG")
+    data_root = _check_container_path(
+        "--data-root", data_root or IMAGE_EMBEDDED_CORPUS)
+    schema_file = _check_container_path("--schema-file", schema_file)
+    if serving_model_dir is None:
+        serving_model_dir = posixpath.join(pipeline_root,
+                                           options.pipeline_name,
+                                           "serving_model")
+    elif not shared(serving_model_dir):
+        raise KubeflowConfigError(
+            f"--serving-model-dir {serving_model_dir!r}: must be a gs:// or "
+            "s3:// URI (a pod's local disk is gone when the Pusher exits)")
+    if baseline_model_uri is not None and not shared(baseline_model_uri):
+        raise KubeflowConfigError(
+            f"--baseline-model {baseline_model_uri!r}: must be a gs:// or "
+            "s3:// URI of an exported model artifact")
+    return pipeline_root, data_root, schema_file, serving_model_dir
+
+
 def compile_kubeflow(
     options: RunOptions,
     image: str,
@@ -222,29 +255,10 @@ def compile_kubeflow(
         a cluster's pods share no local disk, so the CLI never sets it.
     """
     # Every option is checked before TFX (seconds to import) is loaded.
-    pipeline_root = check_pipeline_root(pipeline_root, allow_local_root)
-
-    def shared(uri: str) -> bool:  # a place every pod can reach
-        return is_remote(uri) or (allow_local_root and _is_local_absolute(uri))
-
-    if not image or any(c.isspace() for c in image):
-        raise KubeflowConfigError(f"--image {image!r}: expected an image "
-                                  "reference like REGISTRY/moonshine-tfx:TAG")
-    data_root = _check_container_path(
-        "--data-root", data_root or IMAGE_EMBEDDED_CORPUS)
-    schema_file = _check_container_path("--schema-file", schema_file)
-    if serving_model_dir is None:
-        serving_model_dir = posixpath.join(pipeline_root,
-                                           options.pipeline_name,
-                                           "serving_model")
-    elif not shared(serving_model_dir):
-        raise KubeflowConfigError(
-            f"--serving-model-dir {serving_model_dir!r}: must be a gs:// or "
-            "s3:// URI (a pod's local disk is gone when the Pusher exits)")
-    if baseline_model_uri is not None and not shared(baseline_model_uri):
-        raise KubeflowConfigError(
-            f"--baseline-model {baseline_model_uri!r}: must be a gs:// or "
-            "s3:// URI of an exported model artifact")
+    (pipeline_root, data_root, schema_file,
+     serving_model_dir) = _checked_locations(
+         options, image, pipeline_root, data_root, schema_file,
+         serving_model_dir, baseline_model_uri, allow_local_root)
     resource_spec = resources.resource_spec()
     if options.trainer_workers > 1:
         resources.replica_limits()
@@ -282,12 +296,16 @@ def compile_kubeflow(
                 if options.trainer_workers > 1 else None)
     path = write_pipeline(job, output)
     if manifest:
-        import yaml
-        from tfx.dsl.io import fileio
-
-        with fileio.open(tfjob.manifest_path(output), "w") as f:
-            yaml.safe_dump(manifest, f, sort_keys=False)
+        _write_manifest(manifest, tfjob.manifest_path(output))
     return path
+
+
+def _write_manifest(manifest: dict, path: str) -> None:
+    import yaml
+    from tfx.dsl.io import fileio
+
+    with fileio.open(path, "w") as f:
+        yaml.safe_dump(manifest, f, sort_keys=False)
 
 
 def write_pipeline(job: dict, output: str) -> str:

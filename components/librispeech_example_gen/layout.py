@@ -347,13 +347,58 @@ def scan_chapter(chapter_dir: str) -> Iterator[Union[Utterance, Quarantined]]:
     chapter_dir = _normpath(chapter_dir)
     speaker_dir, chapter = os.path.split(chapter_dir)
     subset_dir, speaker = os.path.split(speaker_dir)
-    subset = os.path.basename(subset_dir)
+    where = _Chapter(chapter_dir, os.path.basename(subset_dir), speaker,
+                     chapter)
+    audio, transcript_path = yield from _chapter_files(where)
 
-    audio: Dict[str, str] = {}  # utterance id -> flac path
-    transcript_path: Optional[str] = None
+    lines: List[TranscriptLine] = []
+    transcript_unreadable = False
+    if transcript_path is not None:
+        try:
+            lines, bad_lines = read_transcript_file(transcript_path, speaker,
+                                                    chapter)
+        except OSError as e:
+            transcript_unreadable = True
+            yield Quarantined(
+                transcript_path, UNREADABLE_TRANSCRIPT,
+                f"{transcript_path}: cannot read transcript file: {e}",
+                subset=where.subset)
+        else:
+            for q in bad_lines:
+                yield dataclasses.replace(q, subset=where.subset)
+
+    yield from _paired_lines(where, lines, transcript_path, audio)
+    expected = os.path.join(chapter_dir, f"{speaker}-{chapter}"
+                            f"{TRANSCRIPT_SUFFIX}")
+    for uid, audio_path in sorted(audio.items()):
+        if transcript_path is None:
+            why = f"there is no transcript file {expected}"
+        elif transcript_unreadable:
+            why = f"transcript file {transcript_path} is unreadable"
+        else:
+            why = f"{transcript_path} has no line for {uid}"
+        yield Quarantined(audio_path, MISSING_TRANSCRIPT,
+                          f"{audio_path}: audio without transcript: {why}",
+                          utterance_id=uid, subset=where.subset)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chapter:
+    path: str
+    subset: str
+    speaker: str
+    chapter: str
+
+
+def _chapter_files(where: _Chapter):
+    """Yields the misnamed and misplaced files of a chapter directory as
+    Quarantined; returns ({utterance id: flac path}, the transcript path or
+    None)."""
+    speaker, chapter, subset = where.speaker, where.chapter, where.subset
+    audio: Dict[str, str] = {}
     transcript_candidates: List[str] = []
-    for name in _listdir(chapter_dir):
-        path = os.path.join(chapter_dir, name)
+    for name in _listdir(where.path):
+        path = os.path.join(where.path, name)
         if _isdir(path):
             yield from _walk_misplaced(path, subset)
             continue
@@ -372,9 +417,9 @@ def scan_chapter(chapter_dir: str) -> Iterator[Union[Utterance, Quarantined]]:
         elif lower.endswith(TRANSCRIPT_SUFFIX):
             transcript_candidates.append(path)
 
+    transcript_path: Optional[str] = None
     for path in transcript_candidates:
-        name = os.path.basename(path)
-        match = _TRANSCRIPT_NAME_RE.match(name)
+        match = _TRANSCRIPT_NAME_RE.match(os.path.basename(path))
         if (transcript_path is None and match
                 and (match.group(1), match.group(2)) == (speaker, chapter)):
             transcript_path = path
@@ -384,64 +429,42 @@ def scan_chapter(chapter_dir: str) -> Iterator[Union[Utterance, Quarantined]]:
                 f"{path}: transcript file name is not "
                 f"{speaker}-{chapter}.trans.txt as its directory requires",
                 subset=subset)
+    return audio, transcript_path
 
-    lines: List[TranscriptLine] = []
-    transcript_unreadable = False
-    if transcript_path is not None:
-        try:
-            lines, bad_lines = read_transcript_file(transcript_path, speaker,
-                                                    chapter)
-        except OSError as e:
-            transcript_unreadable = True
-            yield Quarantined(
-                transcript_path, UNREADABLE_TRANSCRIPT,
-                f"{transcript_path}: cannot read transcript file: {e}",
-                subset=subset)
-        else:
-            for q in bad_lines:
-                yield dataclasses.replace(q, subset=subset)
 
+def _paired_lines(where: _Chapter, lines: List[TranscriptLine],
+                  transcript_path: Optional[str], audio: Dict[str, str]
+                  ) -> Iterator[Union[Utterance, Quarantined]]:
+    """An Utterance or a Quarantined per transcript line; takes the paired
+    flac files out of `audio`, leaving those without a line."""
     seen: Dict[str, int] = {}
     for line in lines:
-        where = f"{transcript_path}:{line.line_number}"
+        at = f"{transcript_path}:{line.line_number}"
         uid = line.utterance_id
         if uid in seen:
             yield Quarantined(
-                where, DUPLICATE_UTTERANCE_ID,
-                f"{where}: utterance id {uid} already appeared on line "
-                f"{seen[uid]}", utterance_id=uid, subset=subset)
+                at, DUPLICATE_UTTERANCE_ID,
+                f"{at}: utterance id {uid} already appeared on line "
+                f"{seen[uid]}", utterance_id=uid, subset=where.subset)
             continue
         seen[uid] = line.line_number
         audio_path = audio.pop(uid, None)
         if audio_path is None:
             yield Quarantined(
-                where, MISSING_AUDIO,
-                f"{where}: transcript line for {uid} has no audio file "
-                f"{os.path.join(chapter_dir, uid + AUDIO_SUFFIX)}",
-                utterance_id=uid, subset=subset)
+                at, MISSING_AUDIO,
+                f"{at}: transcript line for {uid} has no audio file "
+                f"{os.path.join(where.path, uid + AUDIO_SUFFIX)}",
+                utterance_id=uid, subset=where.subset)
         elif line.error is not None:
             yield Quarantined(audio_path, line.error.reason,
                               f"{audio_path}: {line.error.message}",
-                              utterance_id=uid, subset=subset)
+                              utterance_id=uid, subset=where.subset)
         else:
             yield Utterance(
-                utterance_id=uid, speaker_id=int(speaker),
-                chapter_id=int(chapter), transcript=line.text,
+                utterance_id=uid, speaker_id=int(where.speaker),
+                chapter_id=int(where.chapter), transcript=line.text,
                 audio_path=audio_path, transcript_path=transcript_path,
-                subset=subset)
-
-    expected = os.path.join(chapter_dir, f"{speaker}-{chapter}"
-                            f"{TRANSCRIPT_SUFFIX}")
-    for uid, audio_path in sorted(audio.items()):
-        if transcript_path is None:
-            why = f"there is no transcript file {expected}"
-        elif transcript_unreadable:
-            why = f"transcript file {transcript_path} is unreadable"
-        else:
-            why = f"{transcript_path} has no line for {uid}"
-        yield Quarantined(audio_path, MISSING_TRANSCRIPT,
-                          f"{audio_path}: audio without transcript: {why}",
-                          utterance_id=uid, subset=subset)
+                subset=where.subset)
 
 
 def resolve_duplicates(candidates: Iterable[Utterance]
