@@ -41,6 +41,10 @@ setup(
         "tensorflow-io==0.37.1",
         "boto3==1.44.8",
         "botocore==1.44.8",
+        # pipeline/beam_pool.py serves Beam's worker pool API; pipeline/tfjob.py
+        # submits the multi-worker Trainer's TFJob.
+        "grpcio==1.85.3",
+        "kubernetes==26.1.0",
     ],
     entry_points={"console_scripts": ["moonshine-tfx=tools.cli:main"]},
 )
