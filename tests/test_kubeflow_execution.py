@@ -28,8 +28,14 @@ TASKS = ["ImportSchemaGen", "LibriSpeechExampleGen", "StatisticsGen",
 
 
 def _compile(tmp, data_root, **kwargs):
+    from pipeline import beam
     from pipeline import kubeflow_runner as kfr
     from pipeline.options import RunOptions
+
+    # Each task runs in its own process on a few chapters: the pods' default
+    # (warm worker processes, tests/test_kubeflow_runner.py checks it is
+    # compiled in) would start a worker pool per task for seconds of data.
+    kwargs.setdefault("beam_args", list(beam.IN_PROCESS_ARGS))
 
     root = os.path.join(tmp, "pipeline-root")
     path = kfr.compile_kubeflow(
