@@ -151,9 +151,10 @@ class PreloadedWorkerPool(worker_pool_main.BeamFnExternalWorkerPoolServicer):
                 args=(request.SerializeToString(), _worker_environment()))
             worker.start()
             with self._lock:
-                # Reaps the workers of earlier steps that have exited.
+                # Reaps the workers of earlier steps that ended well; one
+                # that failed stays for watch() to report.
                 self._workers = {k: w for k, w in self._workers.items()
-                                 if w.is_alive()}
+                                 if w.exitcode != 0}
                 self._workers[request.worker_id] = worker
             return beam_fn_api_pb2.StartWorkerResponse()
         except Exception:  # pylint: disable=broad-except
@@ -199,12 +200,12 @@ class _InMemoryWarningFilter(logging.Filter):
         return "direct_running_mode should be" not in record.getMessage()
 
 
+# Once per process: Beam builds a runner for every Beam step.
+logging.getLogger(fn_runner.__name__).addFilter(_InMemoryWarningFilter())
+
+
 class LocalRunner(fn_runner.FnApiRunner):
     """FnApiRunner with warm multi-process workers (see the module doc)."""
-
-    def __init__(self):
-        super().__init__()
-        logging.getLogger(fn_runner.__name__).addFilter(_InMemoryWarningFilter())
 
     def run_pipeline(self, pipeline, options):
         direct = options.view_as(pipeline_options.DirectOptions)

@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 
 from tfx import v1 as tfx
 
-from pipeline import beam, beam_pool
+from pipeline import beam
 from pipeline import pipeline as pipeline_def
 from pipeline import storage
 from pipeline.options import RunOptions
@@ -55,6 +55,7 @@ def run(p: tfx.dsl.Pipeline) -> float:
     if beam.uses_worker_pool(p.beam_pipeline_args):
         # The pool's forkserver imports TF and friends (~15 s of one core)
         # while the first components run, not when the first Beam step waits.
+        from pipeline import beam_pool  # pylint: disable=import-outside-toplevel
         beam_pool.pool_address()
     tfx.orchestration.LocalDagRunner().run(p)
     return time.time() - started
