@@ -89,6 +89,35 @@ def raw_audio_features(audio: tf.Tensor, num_samples: tf.Tensor,
     return raw
 
 
+def checked_audio(audio: tf.Tensor, num_samples: tf.Tensor):
+    """The signature's inputs, checked before anything reads them: a clear
+    message rather than an out-of-bounds slice deep in the Transform graph."""
+    num_samples = tf.cast(num_samples, tf.int64)
+    tf.debugging.assert_rank(audio, 2, message=(
+        "audio must be float32 [batch, samples]"))
+    tf.debugging.assert_rank(num_samples, 1, message=(
+        "num_samples must be int64 [batch]"))
+    # A loaded signature can still bind audio of another rank (TF's
+    # fallback binding): the row count check comes first and says so.
+    rows = tf.debugging.assert_equal(
+        tf.shape(num_samples, out_type=tf.int64)[0],
+        tf.shape(audio, out_type=tf.int64)[0],
+        message="num_samples needs one length per audio row "
+        "(audio must be float32 [batch, samples])")
+    with tf.control_dependencies([rows]):
+        checks = [
+            tf.debugging.assert_positive(
+                num_samples, message="empty audio: every row needs samples"),
+            tf.debugging.assert_less_equal(
+                num_samples, tf.shape(audio, out_type=tf.int64)[1],
+                message="num_samples exceeds the audio length"),
+        ]
+    with tf.control_dependencies(checks):
+        audio = tf.debugging.check_numerics(
+            audio, "audio contains NaN or Inf samples")
+    return audio, num_samples
+
+
 class MoonshineServingModule(tf.Module):
     """Tracks the model and the Transform layer so both are saved."""
 
@@ -118,47 +147,26 @@ class MoonshineServingModule(tf.Module):
         return rows.to_tensor(0.0), tf.cast(lengths, tf.int32)
 
     def _transcribe(self, audio: tf.Tensor, num_samples: tf.Tensor):
-        num_samples = tf.cast(num_samples, tf.int64)
-        # Checked before anything reads the inputs, for a clear message
-        # rather than an out-of-bounds slice deep in the Transform graph.
-        tf.debugging.assert_rank(audio, 2, message=(
-            "audio must be float32 [batch, samples]"))
-        tf.debugging.assert_rank(num_samples, 1, message=(
-            "num_samples must be int64 [batch]"))
-        # A loaded signature can still bind audio of another rank (TF's
-        # fallback binding): the row count check comes first and says so.
-        rows = tf.debugging.assert_equal(
-            tf.shape(num_samples, out_type=tf.int64)[0],
-            tf.shape(audio, out_type=tf.int64)[0],
-            message="num_samples needs one length per audio row "
-            "(audio must be float32 [batch, samples])")
-        with tf.control_dependencies([rows]):
-            checks = [
-                tf.debugging.assert_positive(
-                    num_samples, message="empty audio: every row needs samples"),
-                tf.debugging.assert_less_equal(
-                    num_samples, tf.shape(audio, out_type=tf.int64)[1],
-                    message="num_samples exceeds the audio length"),
-            ]
-        with tf.control_dependencies(checks):
-            audio = tf.debugging.check_numerics(
-                audio, "audio contains NaN or Inf samples")
+        audio, num_samples = checked_audio(audio, num_samples)
         transformed = self.tft_layer(raw_audio_features(
             audio, num_samples, self._raw_spec))
         features, lengths = self._model_inputs(transformed)
         encoded, encoded_lengths = self.model.encode(features, lengths)
         seconds = tf.cast(num_samples, tf.float32) / float(config.SAMPLE_RATE)
-        max_tokens = decoding.max_tokens_for_duration(seconds)
-        if self._decode.beam_width == 1:
-            token_ids = decoding.greedy_decode(
-                self.model, encoded, encoded_lengths, max_tokens)
-        else:
-            token_ids = decoding.beam_search_decode(
-                self.model, encoded, encoded_lengths, max_tokens,
-                beam_width=self._decode.beam_width,
-                length_penalty=self._decode.length_penalty)
+        token_ids = self._decode_tokens(
+            encoded, encoded_lengths,
+            decoding.max_tokens_for_duration(seconds))
         return {config.TEXT_OUTPUT_KEY: self._detokenize(token_ids),
                 config.TOKENS_OUTPUT_KEY: tf.cast(token_ids, tf.int32)}
+
+    def _decode_tokens(self, encoded, encoded_lengths, max_tokens):
+        if self._decode.beam_width == 1:
+            return decoding.greedy_decode(self.model, encoded, encoded_lengths,
+                                          max_tokens)
+        return decoding.beam_search_decode(
+            self.model, encoded, encoded_lengths, max_tokens,
+            beam_width=self._decode.beam_width,
+            length_penalty=self._decode.length_penalty)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None], tf.float32, name="audio"),

@@ -213,6 +213,28 @@ def _checked_locations(options: RunOptions, image: str, pipeline_root: str,
     return pipeline_root, data_root, schema_file, serving_model_dir
 
 
+def _compiled_job(p, image: str, pipeline_root: str, resource_spec) -> Dict:
+    """The PipelineJob of `p`, every component on `image`, the Trainer's pod
+    sized by `resource_spec`."""
+    from tfx import v1 as tfx
+
+    (trainer,) = [c for c in p.components
+                  if isinstance(c, tfx.components.Trainer)]
+    trainer.with_platform_config(resource_spec)
+    # Schema 2.1.0: what the kfp 2.x SDK emits and the KFP 2 backend reads
+    # (`constant` parameter values, `parameterType`); Vertex reads it too.
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=True))
+    job = runner.run(p, write_out=False)
+    # TFX puts the root only in the PipelineJob's runtimeConfig, which a bare
+    # PipelineSpec (the YAML that the KFP UI and `kfp` client upload) drops;
+    # defaultPipelineRoot carries it there too (as kfp's
+    # @dsl.pipeline(pipeline_root=...) does).
+    job["pipelineSpec"]["defaultPipelineRoot"] = pipeline_root
+    return job
+
+
 def compile_kubeflow(
     options: RunOptions,
     image: str,
@@ -263,8 +285,6 @@ def compile_kubeflow(
     if options.trainer_workers > 1:
         resources.replica_limits()
 
-    from tfx import v1 as tfx
-
     from pipeline import pipeline as pipeline_def
 
     p = pipeline_def.create_pipeline(
@@ -277,21 +297,7 @@ def compile_kubeflow(
         schema_file=schema_file,
         use_resolver=False,
         baseline_model_uri=baseline_model_uri)
-    (trainer,) = [c for c in p.components
-                  if isinstance(c, tfx.components.Trainer)]
-    trainer.with_platform_config(resource_spec)
-
-    # Schema 2.1.0: what the kfp 2.x SDK emits and the KFP 2 backend reads
-    # (`constant` parameter values, `parameterType`); Vertex reads it too.
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=image, use_pipeline_spec_2_1=True))
-    job = runner.run(p, write_out=False)
-    # TFX puts the root only in the PipelineJob's runtimeConfig, which a bare
-    # PipelineSpec (the YAML that the KFP UI and `kfp` client upload) drops;
-    # defaultPipelineRoot carries it there too (as kfp's
-    # @dsl.pipeline(pipeline_root=...) does).
-    job["pipelineSpec"]["defaultPipelineRoot"] = pipeline_root
+    job = _compiled_job(p, image, pipeline_root, resource_spec)
     manifest = (_trainer_as_tfjob(job, options, resources)
                 if options.trainer_workers > 1 else None)
     path = write_pipeline(job, output)

@@ -47,6 +47,11 @@ from typing import Dict
 
 import pytest
 
+# The runs test gating, caching and lineage, not Beam: their data steps run in
+# this process, sparing the worker pool's start in each of the seven runs
+# (test_beam and test_object_store run pipelines on the pool).
+from pipeline.beam import IN_PROCESS_ARGS as BEAM_ARGS
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:  # the ModelExporter imports the fns from here
     sys.path.insert(0, TESTS_DIR)
@@ -135,7 +140,8 @@ def run_all(data_root: str, output_dir: str) -> Dict:
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         rc = cli.main(["run", "--preset", "ci", "--data-root", data_root,
-                       "--output-dir", output_dir])
+                       "--output-dir", output_dir]
+                      + [f"--beam-arg={a}" for a in BEAM_ARGS])
     result["run1_rc"], result["run1_stdout"] = rc, stdout.getvalue()
     result["seconds"]["run1"] = time.time() - started
     assert rc == 0, result["run1_stdout"][-3000:]
@@ -157,7 +163,8 @@ def run_all(data_root: str, output_dir: str) -> Dict:
     }
     for name, options in variants.items():
         started = time.time()
-        paths, wall = local_runner.run_local(options, data_root, output_dir)
+        paths, wall = local_runner.run_local(options, data_root, output_dir,
+                                             beam_args=list(BEAM_ARGS))
         run_summary.finish_run(paths, "ci", data_root, wall)
         result["seconds"][name] = time.time() - started
         result["summary" + name[3:]] = _read_summary(output_dir)

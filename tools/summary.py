@@ -86,88 +86,109 @@ def build_summary(paths, preset_name: str, data_root: str,
                   pipeline_name: str = options.PIPELINE_NAME) -> Dict:
     """The run summary read back from ML Metadata; a run on the embedded
     corpus gets the note that its model has heard synthetic speech only."""
-    from tfx.dsl.io import fileio
-    from models import serving
-    from tools import lineage
-
     store = metadata.open_store(paths.metadata_path)
     summary: Dict = {"preset": preset_name, "data_root": data_root,
                      "output_dir": paths.output_dir,
                      "metadata_path": paths.metadata_path,
                      "pipeline_root": paths.pipeline_root,
                      "run_id": _latest_run_id(store)}
-
-    example_gen = metadata.latest_execution(store, pipeline_name,
-                                            EXAMPLE_GEN_ID)
-    examples = (metadata.artifacts_by_key(
-        store, example_gen.id, metadata.OUTPUT_EVENTS)["examples"][0]
-        if example_gen else None)
+    examples = _output_of(store, pipeline_name, EXAMPLE_GEN_ID, "examples")
     summary["examples"] = metadata.split_counts(examples) if examples else {}
     summary["examples_uri"] = examples.uri if examples else None
     summary["ingestion"] = _ingestion(examples) if examples else None
-
-    evaluation = metadata.latest_artifact(store, "ModelEvaluation")
-    eval_metrics = (metadata.evaluation_metrics(evaluation.uri)
-                    if evaluation else {})
-    summary["wer"] = eval_metrics.get("wer")
-    summary["cer"] = eval_metrics.get("cer")
-    summary["eval_metrics"] = eval_metrics
-    # WER/CER by speaker and duration bucket, and why (not) blessed.
-    summary["eval_slices"] = (metadata.evaluation_slices(evaluation.uri)
-                              if evaluation else [])
-    summary["eval_subsets"] = lineage.subset_rates(summary["eval_slices"])
-    summary["validation"] = (metadata.evaluation_validation(evaluation.uri)
-                             if evaluation else None)
-    summary["blessed"] = metadata.blessing_of(store)
-
-    pushed = metadata.latest_artifact(store, "PushedModel")
-    pushed_dir: Optional[str] = None
-    if pushed is not None and metadata.custom_property(pushed, "pushed", 0):
-        pushed_dir = metadata.custom_property(pushed, "pushed_destination")
-    summary["pushed"] = pushed_dir is not None
-    summary["pushed_model_dir"] = pushed_dir
-    # Blessed but not pushed: this very model already serves (see Pusher).
-    summary["already_serving"] = (metadata.custom_property(
-        pushed, ALREADY_SERVING_KEY) if pushed is not None else None)
-    # What serves now: this run's push, else the latest earlier one.
-    pushes = metadata.pushed_models(store)
-    summary["serving_model_dir"] = (metadata.custom_property(
-        pushes[-1], "pushed_destination") if pushes else None)
-
-    exporter = metadata.latest_execution(store, pipeline_name, EXPORTER_ID)
-    exported = (metadata.artifacts_by_key(
-        store, exporter.id, metadata.OUTPUT_EVENTS)["exported_model"][0]
-        if exporter else None)
-    trained = (metadata.artifacts_by_key(store, exporter.id)["model"][0]
-               if exporter else None)
-    trained_dir = (os.path.join(trained.uri, "Format-Serving")
-                   if trained else None)
-    summary["trained_model_dir"] = trained_dir
-    summary["exported_model_dir"] = (os.path.join(exported.uri,
-                                                  "Format-Serving")
-                                     if exported else None)
-    if trained_dir:
-        for name in (serving.LOSS_CURVE_FILE, serving.HISTORY_FILE):
-            path = os.path.join(trained_dir, name)
-            if fileio.exists(path):
-                summary[name.split(".")[0]] = path
-    scored_dir = pushed_dir or summary["exported_model_dir"]
+    summary.update(_evaluation(store))
+    summary.update(_pushes(store))
+    summary.update(_model_dirs(store, pipeline_name))
+    scored_dir = summary["pushed_model_dir"] or summary["exported_model_dir"]
     if examples is not None and scored_dir:
-        from tools import transcribe
-        loaded, _ = transcribe.load_saved_model(scored_dir)
-        if test_split in summary["examples"]:
-            summary[test_split] = evaluate_split(examples.uri, test_split,
-                                                 loaded)
-        if eval_split in summary["examples"]:
-            # A handful of eval utterances for the report (the eval split's
-            # rates are TFMA's, above).
-            summary["eval_samples"] = evaluate_split(
-                examples.uri, eval_split, loaded,
-                limit=N_SAMPLE_TRANSCRIPTS)["samples"]
+        summary.update(_scored_splits(examples, scored_dir, summary["examples"],
+                                      test_split, eval_split))
     if synthetic_corpus(data_root):
         summary["note"] = SYNTHETIC_SPEECH_NOTE
     summary["wall_seconds"] = round(wall_seconds, 1)
     return summary
+
+
+def _output_of(store, pipeline_name: str, node_id: str, key: str):
+    """The artifact under `key` of the node's latest execution, or None."""
+    execution = metadata.latest_execution(store, pipeline_name, node_id)
+    if execution is None:
+        return None
+    return metadata.artifacts_by_key(store, execution.id,
+                                     metadata.OUTPUT_EVENTS)[key][0]
+
+
+def _evaluation(store) -> Dict:
+    """The latest evaluation: eval WER/CER, its slices (by speaker, duration
+    bucket and subset) and why it was (not) blessed."""
+    from tools import lineage
+
+    evaluation = metadata.latest_artifact(store, "ModelEvaluation")
+    eval_metrics = (metadata.evaluation_metrics(evaluation.uri)
+                    if evaluation else {})
+    slices = metadata.evaluation_slices(evaluation.uri) if evaluation else []
+    return {"wer": eval_metrics.get("wer"), "cer": eval_metrics.get("cer"),
+            "eval_metrics": eval_metrics, "eval_slices": slices,
+            "eval_subsets": lineage.subset_rates(slices),
+            "validation": (metadata.evaluation_validation(evaluation.uri)
+                           if evaluation else None),
+            "blessed": metadata.blessing_of(store)}
+
+
+def _pushes(store) -> Dict:
+    """Whether this run pushed, where, and what serves now (this run's push,
+    else the latest earlier one)."""
+    pushed = metadata.latest_artifact(store, "PushedModel")
+    pushed_dir: Optional[str] = None
+    if pushed is not None and metadata.custom_property(pushed, "pushed", 0):
+        pushed_dir = metadata.custom_property(pushed, "pushed_destination")
+    pushes = metadata.pushed_models(store)
+    return {"pushed": pushed_dir is not None, "pushed_model_dir": pushed_dir,
+            # Blessed but not pushed: this very model already serves (see
+            # Pusher).
+            "already_serving": (metadata.custom_property(
+                pushed, ALREADY_SERVING_KEY) if pushed is not None else None),
+            "serving_model_dir": (metadata.custom_property(
+                pushes[-1], "pushed_destination") if pushes else None)}
+
+
+def _model_dirs(store, pipeline_name: str) -> Dict:
+    """The trained and exported SavedModels of the latest export, and the
+    training curves beside the trained one."""
+    from tfx.dsl.io import fileio
+    from models import serving
+
+    exporter = metadata.latest_execution(store, pipeline_name, EXPORTER_ID)
+    if exporter is None:
+        return {"trained_model_dir": None, "exported_model_dir": None}
+    exported = metadata.artifacts_by_key(
+        store, exporter.id, metadata.OUTPUT_EVENTS)["exported_model"][0]
+    trained = metadata.artifacts_by_key(store, exporter.id)["model"][0]
+    dirs = {"trained_model_dir": os.path.join(trained.uri, "Format-Serving"),
+            "exported_model_dir": os.path.join(exported.uri, "Format-Serving")}
+    for name in (serving.LOSS_CURVE_FILE, serving.HISTORY_FILE):
+        path = os.path.join(dirs["trained_model_dir"], name)
+        if fileio.exists(path):
+            dirs[name.split(".")[0]] = path
+    return dirs
+
+
+def _scored_splits(examples, model_dir: str, split_counts: Dict,
+                   test_split: str, eval_split: str) -> Dict:
+    """The test split scored once by the served (else exported) model, and
+    a handful of eval utterances for the report (the eval split's rates are
+    TFMA's, above)."""
+    from tools import transcribe
+
+    loaded, _ = transcribe.load_saved_model(model_dir)
+    scored: Dict = {}
+    if test_split in split_counts:
+        scored[test_split] = evaluate_split(examples.uri, test_split, loaded)
+    if eval_split in split_counts:
+        scored["eval_samples"] = evaluate_split(
+            examples.uri, eval_split, loaded,
+            limit=N_SAMPLE_TRANSCRIPTS)["samples"]
+    return scored
 
 
 def _ingestion(examples) -> Optional[Dict]:

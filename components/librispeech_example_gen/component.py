@@ -122,16 +122,44 @@ class LibriSpeechDriver(driver.FileBasedDriver):
                                               range_config)
 
 
+def _merged_custom_config(custom_config, max_audio_seconds, min_audio_seconds,
+                         vocabulary):
+    """custom_config with the keyword arguments laid over it, packed as
+    FileBasedExampleGen wants it; a runtime parameter passes through."""
+    values: Dict[str, Any] = {}
+    if isinstance(custom_config, example_gen_pb2.CustomConfig):
+        values = executor.custom_config_to_dict(custom_config)
+    elif isinstance(custom_config, Mapping):
+        values = dict(custom_config)
+    elif custom_config is not None:  # RuntimeParameter
+        if (max_audio_seconds is not None or min_audio_seconds is not None
+                or vocabulary is not None):
+            raise ValueError("max/min_audio_seconds and vocabulary cannot "
+                             "be combined with a runtime-parameter "
+                             "custom_config")
+        return custom_config
+    if max_audio_seconds is not None:
+        values[executor.MAX_AUDIO_SECONDS_KEY] = max_audio_seconds
+    if min_audio_seconds is not None:
+        values[executor.MIN_AUDIO_SECONDS_KEY] = min_audio_seconds
+    if vocabulary is not None:
+        values[executor.VOCABULARY_KEY] = vocabulary
+    # The default writes nothing extra: left out, such runs keep their cache.
+    if values.get(executor.VOCABULARY_KEY) == config.CHARACTER_VOCABULARY:
+        del values[executor.VOCABULARY_KEY]
+    return make_custom_config(values) if values else None
+
+
 class LibriSpeechExampleGen(FileBasedExampleGen):
     """Ingests a LibriSpeech-layout corpus as tf.train.Examples.
 
     Output `examples` (standard Examples, gzipped TFRecords, one split per
-    input split) with features config.AUDIO_KEY (float list, 16 kHz mono),
-    TRANSCRIPT_KEY, UTTERANCE_ID_KEY (bytes), SPEAKER_ID_KEY, CHAPTER_ID_KEY
-    (int64), DURATION_KEY (float seconds), DURATION_BUCKET_KEY (bytes) and,
-    for the BPE vocabulary, MOONSHINE_BPE_IDS_KEY (int64 list). Quarantine
-    files and the
-    ingestion report live next to the splits (see executor.py).
+    input split) with features config.AUDIO_PCM_KEY (16-bit PCM bytes,
+    16 kHz mono), TRANSCRIPT_KEY, UTTERANCE_ID_KEY (bytes), SPEAKER_ID_KEY,
+    CHAPTER_ID_KEY (int64), DURATION_KEY (float seconds),
+    DURATION_BUCKET_KEY (bytes) and, for the BPE vocabulary,
+    MOONSHINE_BPE_IDS_KEY (int64 list). Quarantine files and the ingestion
+    report live next to the splits (see executor.py).
     """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -178,29 +206,8 @@ class LibriSpeechExampleGen(FileBasedExampleGen):
             is left out of custom_config, so such runs keep their cache.
             Overrides custom_config.
         """
-        values: Dict[str, Any] = {}
-        if isinstance(custom_config, example_gen_pb2.CustomConfig):
-            values = executor.custom_config_to_dict(custom_config)
-        elif isinstance(custom_config, Mapping):
-            values = dict(custom_config)
-        elif custom_config is not None:  # RuntimeParameter: pass through
-            if (max_audio_seconds is not None or min_audio_seconds is not None
-                    or vocabulary is not None):
-                raise ValueError("max/min_audio_seconds and vocabulary cannot "
-                                 "be combined with a runtime-parameter "
-                                 "custom_config")
-            values = None
-        if values is not None:
-            if max_audio_seconds is not None:
-                values[executor.MAX_AUDIO_SECONDS_KEY] = max_audio_seconds
-            if min_audio_seconds is not None:
-                values[executor.MIN_AUDIO_SECONDS_KEY] = min_audio_seconds
-            if vocabulary is not None:
-                values[executor.VOCABULARY_KEY] = vocabulary
-            if values.get(executor.VOCABULARY_KEY) == (
-                    config.CHARACTER_VOCABULARY):
-                del values[executor.VOCABULARY_KEY]
-            custom_config = make_custom_config(values) if values else None
+        custom_config = _merged_custom_config(
+            custom_config, max_audio_seconds, min_audio_seconds, vocabulary)
         super().__init__(
             input_base=input_base,
             input_config=input_config or default_input_config(),

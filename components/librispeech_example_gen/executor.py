@@ -455,6 +455,34 @@ def _quarantine_json(q: layout.Quarantined, split: str) -> str:
     return json.dumps(record, sort_keys=True)
 
 
+def _write_side_files(quarantine_dir: str, split: str, scanned, quarantined,
+                      decoded) -> None:
+    """The split's quarantine file and its ingestion summary (found =
+    written + quarantined), beside the examples."""
+    # One small file per split, written whole by one worker: Beam's S3
+    # filesystem cannot write an empty object (a split with nothing
+    # quarantined), tf.io.gfile can.
+    _ = (quarantined
+         | "QuarantineToJson" >> beam.Map(_quarantine_json, split)
+         | "CollectQuarantine" >> beam.combiners.ToList()
+         | "WriteQuarantine" >> beam.Map(
+             _write_lines,
+             os.path.join(quarantine_dir, split + QUARANTINE_SUFFIX)))
+    events = (
+        (scanned.keyed | "FoundUtterances" >> beam.Map(lambda _: ("found", 1)),
+         scanned[_QUARANTINE_TAG]
+         | "FoundQuarantined" >> beam.Map(lambda _: ("found", 1)),
+         quarantined
+         | "QuarantineEvents" >> beam.Map(lambda q: ("quarantined", q.reason)),
+         decoded[_WRITTEN_TAG]
+         | "WrittenEvents" >> beam.Map(lambda w: ("written",) + tuple(w)))
+        | "FlattenEvents" >> beam.Flatten())
+    _ = (events
+         | "Summarise" >> beam.CombineGlobally(_SummaryFn())
+         | "WriteSummary" >> beam.Map(
+             _write_json, os.path.join(quarantine_dir, split + SUMMARY_SUFFIX)))
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(tf.train.Example)
@@ -514,31 +542,8 @@ def LibriSpeechToExample(  # pylint: disable=invalid-name
 
     output_uri = exec_properties.get(_OUTPUT_URI_KEY)
     if output_uri:
-        quarantine_dir = os.path.join(output_uri, QUARANTINE_DIR)
-        # One small file per split, written whole by one worker: Beam's S3
-        # filesystem cannot write an empty object (a split with nothing
-        # quarantined), tf.io.gfile can.
-        _ = (quarantined
-             | "QuarantineToJson" >> beam.Map(_quarantine_json, split)
-             | "CollectQuarantine" >> beam.combiners.ToList()
-             | "WriteQuarantine" >> beam.Map(
-                 _write_lines,
-                 os.path.join(quarantine_dir, split + QUARANTINE_SUFFIX)))
-        events = (
-            (scanned.keyed | "FoundUtterances" >> beam.Map(lambda _: ("found", 1)),
-             scanned[_QUARANTINE_TAG]
-             | "FoundQuarantined" >> beam.Map(lambda _: ("found", 1)),
-             quarantined
-             | "QuarantineEvents" >> beam.Map(lambda q: ("quarantined",
-                                                         q.reason)),
-             decoded[_WRITTEN_TAG]
-             | "WrittenEvents" >> beam.Map(lambda w: ("written",) + tuple(w)))
-            | "FlattenEvents" >> beam.Flatten())
-        _ = (events
-             | "Summarise" >> beam.CombineGlobally(_SummaryFn())
-             | "WriteSummary" >> beam.Map(
-                 _write_json,
-                 os.path.join(quarantine_dir, split + SUMMARY_SUFFIX)))
+        _write_side_files(os.path.join(output_uri, QUARANTINE_DIR), split,
+                          scanned, quarantined, decoded)
     return decoded.examples
 
 
