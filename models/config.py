@@ -171,6 +171,21 @@ TEXT_OUTPUT_KEY = "text"
 TOKENS_OUTPUT_KEY = "token_ids"
 TRANSCRIBE_SIGNATURE = "transcribe"
 
+# --- TFLite (LiteRT) export (models/tflite.py) --------------------------------
+# Beside the SavedModel in the exported (and pushed) model dir: the same
+# weights as two signatures, the front end + encoder and one decoder step,
+# decoded by a loop in the host as the official ONNX export is. int8 is
+# dynamic-range quantisation (int8 weights, float activations).
+TFLITE_FLOAT32 = "float32"
+TFLITE_INT8 = "int8"
+TFLITE_FILES: Dict[str, str] = {TFLITE_FLOAT32: "model_float32.tflite",
+                                TFLITE_INT8: "model_int8.tflite"}
+TFLITE_SUFFIX = ".tflite"  # `transcribe --model` takes a file of this kind
+TFLITE_ENCODE_SIGNATURE = "encode"
+TFLITE_DECODE_STEP_SIGNATURE = "decode_step"
+# Interpreter threads of `transcribe` (None: TFLite's default).
+TFLITE_THREADS: Optional[int] = None
+
 # --- Splits -----------------------------------------------------------------
 # LibriSpeech subset prefix -> pipeline split name.
 SUBSET_PREFIX_TO_SPLIT: Dict[str, str] = {

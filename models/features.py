@@ -91,6 +91,26 @@ def frames_for_samples(num_samples):
 
 
 # --- Log-mel ---------------------------------------------------------------
+def log_mel_frames(audio, n_mels: int = config.N_MELS):
+    """Log-mel [B, F, n_mels] of every whole window of float32 audio [B, T]
+    (F = frames_for_samples(T)), nothing masked: the arithmetic of
+    `log_mel_spectrogram`, which the TFLite front end (one unpadded
+    utterance, models/tflite.py) also runs."""
+    stft = tf.signal.stft(
+        audio,
+        frame_length=config.WINDOW_SAMPLES,
+        frame_step=config.HOP_SAMPLES,
+        fft_length=config.FFT_LENGTH,
+        window_fn=functools.partial(tf.signal.hann_window, periodic=True),
+        pad_end=False)
+    power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
+    mel_matrix = tf.constant(mel_filterbank(n_mels=n_mels),
+                             dtype=tf.float32, name="mel_filterbank")
+    mel = tf.tensordot(power, mel_matrix, axes=1)
+    mel.set_shape(power.shape[:-1].concatenate([n_mels]))
+    return tf.math.log(mel + config.LOG_FLOOR)
+
+
 def log_mel_spectrogram(audio, num_samples, n_mels: int = config.N_MELS,
                         name: str = "log_mel_spectrogram"):
     """Log-mel features of a zero-padded batch of 16 kHz audio.
@@ -135,21 +155,7 @@ def log_mel_spectrogram(audio, num_samples, n_mels: int = config.N_MELS,
         audio = audio[:, :needed]
         audio = tf.pad(audio, [[0, 0], [0, needed - tf.shape(audio, out_type=tf.int64)[1]]])
 
-        stft = tf.signal.stft(
-            audio,
-            frame_length=config.WINDOW_SAMPLES,
-            frame_step=config.HOP_SAMPLES,
-            fft_length=config.FFT_LENGTH,
-            window_fn=functools.partial(tf.signal.hann_window, periodic=True),
-            pad_end=False)
-        power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
-        mel_matrix = tf.constant(mel_filterbank(n_mels=n_mels),
-                                 dtype=tf.float32, name="mel_filterbank")
-        mel = tf.tensordot(power, mel_matrix, axes=1)
-        mel.set_shape(power.shape[:-1].concatenate([n_mels]))
-        log_mel = tf.math.log(mel + config.LOG_FLOOR)
-
-        log_mel = log_mel[:, :max_frames]
+        log_mel = log_mel_frames(audio, n_mels)[:, :max_frames]
         mask = tf.sequence_mask(num_frames, maxlen=max_frames, dtype=tf.bool)
         log_mel = tf.where(mask[:, :, None], log_mel, tf.zeros_like(log_mel))
         return log_mel, num_frames

@@ -100,6 +100,15 @@ def _zero_padding(x: tf.Tensor, lengths) -> tf.Tensor:
     return x * tf.cast(sequence_mask(lengths, tf.shape(x)[1]), x.dtype)[..., None]
 
 
+def _pad_time(x: tf.Tensor, left, right) -> tf.Tensor:
+    """x [B, T, C] with left and right zero frames added."""
+    channels = x.shape[-1]
+    x = tf.pad(x, [[0, 0], [left, right], [0, 0]])
+    # Padding by a computed amount loses every static dim in the graph;
+    # TFLite's conv needs the (unchanged) channels static.
+    return tf.reshape(x, [-1, tf.shape(x)[1], channels])
+
+
 def _gelu(x):
     return tf.nn.gelu(x, approximate=False)
 
@@ -259,13 +268,25 @@ class DecoderLayer(keras.layers.Layer):
         return x + self.dropout(h, training=training)
 
     def step(self, x, t, rotary, cache: Tuple[tf.Tensor, tf.Tensor],
-             cross: Tuple[tf.Tensor, tf.Tensor], cross_mask):
-        """One position t: x [B, 1, dim]; cache k, v [B, H, max_len, D]."""
+             cross: Tuple[tf.Tensor, tf.Tensor], cross_mask,
+             fixed_shape: bool = False):
+        """One position t: x [B, 1, dim]; cache k, v [B, H, max_len, D].
+
+        fixed_shape: every tensor keeps the cache's shape (a one-hot write,
+        attention over the whole cache with the positions after t masked),
+        which TFLite runs with builtin ops and no per-step reallocation; the
+        default writes with a scatter and attends over the prefix only."""
         h = self.norm1(x)
         k, v = self.self_attention.keys_values(h, rotary)
-        cache_k, cache_v = _write_cache(cache[0], k, t), _write_cache(cache[1], v, t)
-        h = self.self_attention.attend(self.self_attention.query(h, rotary),
-                                       cache_k[:, :, :t + 1], cache_v[:, :, :t + 1])
+        write = _write_cache_one_hot if fixed_shape else _write_cache
+        cache_k, cache_v = write(cache[0], k, t), write(cache[1], v, t)
+        q = self.self_attention.query(h, rotary)
+        if fixed_shape:
+            written = tf.range(tf.shape(cache_k)[2]) <= t  # [max_len]
+            h = self.self_attention.attend(q, cache_k, cache_v, written)
+        else:
+            h = self.self_attention.attend(q, cache_k[:, :, :t + 1],
+                                           cache_v[:, :, :t + 1])
         x = x + h
         h = self.norm2(x)
         x = x + self.cross_attention.attend(
@@ -279,6 +300,14 @@ def _write_cache(cache: tf.Tensor, new: tf.Tensor, t) -> tf.Tensor:
     b, h = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing="ij")
     index = tf.stack([b, h, tf.fill(tf.shape(b), tf.cast(t, tf.int32))], -1)
     return tf.tensor_scatter_nd_update(cache, index, new[:, :, 0])
+
+
+def _write_cache_one_hot(cache: tf.Tensor, new: tf.Tensor, t) -> tf.Tensor:
+    """_write_cache elementwise: exact, since x * 1 == x and x * 0 == 0 for
+    the finite cache and keys; no scatter op (TFLite has none builtin)."""
+    at = tf.cast(tf.equal(tf.range(tf.shape(cache)[2]), t), cache.dtype)
+    at = at[:, None]  # [max_len, 1], broadcast over batch, heads and dims
+    return cache * (1.0 - at) + new * at
 
 
 # --- Front ends -------------------------------------------------------------
@@ -304,8 +333,7 @@ class LogMelFrontend(keras.layers.Layer):
             x = _zero_padding(x, n)  # what 'same' sees past an example's end
             # At least one output frame even for an all-empty batch.
             right = kernel - 1 - left + tf.maximum(1 - tf.shape(x)[1], 0)
-            x = tf.pad(x, [[0, 0], [left, right], [0, 0]])
-            x = _gelu(conv(x))
+            x = _gelu(conv(_pad_time(x, left, right)))
         return x, all_lengths[-1]
 
 
@@ -353,8 +381,7 @@ class WaveformFrontend(keras.layers.Layer):
         x = audio[..., None]
         # At least one output frame even for an all-short batch.
         short = tf.maximum(WAVEFORM_MIN_SAMPLES - tf.shape(x)[1], 0)
-        x = tf.pad(x, [[0, 0], [0, short], [0, 0]])
-        x = tf.tanh(self.conv1(x))
+        x = tf.tanh(self.conv1(_pad_time(x, 0, short)))
         x = self.norm(x, sequence_mask(all_lengths[1], tf.shape(x)[1]))
         x = _gelu(self.conv2(x))
         return _gelu(self.conv3(x)), all_lengths[-1]
@@ -435,14 +462,16 @@ class Decoder(keras.layers.Layer):
         shape = tf.stack([batch, self.config.n_heads, max_len, self.config.head_dim])
         return [(tf.zeros(shape), tf.zeros(shape)) for _ in self.blocks]
 
-    def step(self, tokens, t, cache, cross):
-        """tokens [B] at position t -> (logits [B, vocab], updated cache)."""
+    def step(self, tokens, t, cache, cross, fixed_shape: bool = False):
+        """tokens [B] at position t -> (logits [B, vocab], updated cache);
+        fixed_shape as DecoderLayer.step."""
         kv, mask = cross
         rotary = self._rotary(tf.reshape(t, [1]))
         x = self.embedding(tokens[:, None])
         new_cache = []
         for block, layer_cache, layer_cross in zip(self.blocks, cache, kv):
-            x, layer_cache = block.step(x, t, rotary, layer_cache, layer_cross, mask)
+            x, layer_cache = block.step(x, t, rotary, layer_cache, layer_cross,
+                                        mask, fixed_shape)
             new_cache.append(layer_cache)
         return self._logits(x)[:, 0], new_cache
 

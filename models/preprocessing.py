@@ -191,8 +191,14 @@ def log_mel_features(samples, num_samples, n_mels: int = config.N_MELS):
     valid = tf.RaggedTensor.from_tensor(log_mel, lengths=num_frames).flat_values
     mean = tft.mean(valid, reduce_instance_dims=False, name="log_mel_mean")
     variance = tft.var(valid, reduce_instance_dims=False, name="log_mel_var")
-    normalised = (log_mel - mean) * tf.math.rsqrt(variance + _VARIANCE_EPSILON)
+    normalised = normalise_log_mel(log_mel, mean, variance)
     return _flatten_frames(normalised, num_frames), num_frames
+
+
+def normalise_log_mel(log_mel, mean, variance):
+    """Per-bin z-score of log-mel with the analysed statistics (the TFLite
+    front end, models/tflite.py, applies the same)."""
+    return (log_mel - mean) * tf.math.rsqrt(variance + _VARIANCE_EPSILON)
 
 
 def waveform_features(samples, num_samples):

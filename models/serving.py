@@ -34,6 +34,14 @@ TRAINED_PRESET = "trained_preset.json"
 # Training's record, copied next to the serving model for the reports.
 HISTORY_FILE = "history.json"
 LOSS_CURVE_FILE = "loss_curve.png"
+# What the transcribe signature's input checks say (the TFLite host path,
+# models/tflite.py, says the same).
+AUDIO_RANK_MESSAGE = "audio must be float32 [batch, samples]"
+ROW_COUNT_MESSAGE = ("num_samples needs one length per audio row "
+                     "(audio must be float32 [batch, samples])")
+EMPTY_AUDIO_MESSAGE = "empty audio: every row needs samples"
+TOO_LONG_MESSAGE = "num_samples exceeds the audio length"
+NON_FINITE_MESSAGE = "audio contains NaN or Inf samples"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +101,7 @@ def checked_audio(audio: tf.Tensor, num_samples: tf.Tensor):
     """The signature's inputs, checked before anything reads them: a clear
     message rather than an out-of-bounds slice deep in the Transform graph."""
     num_samples = tf.cast(num_samples, tf.int64)
-    tf.debugging.assert_rank(audio, 2, message=(
-        "audio must be float32 [batch, samples]"))
+    tf.debugging.assert_rank(audio, 2, message=AUDIO_RANK_MESSAGE)
     tf.debugging.assert_rank(num_samples, 1, message=(
         "num_samples must be int64 [batch]"))
     # A loaded signature can still bind audio of another rank (TF's
@@ -102,19 +109,17 @@ def checked_audio(audio: tf.Tensor, num_samples: tf.Tensor):
     rows = tf.debugging.assert_equal(
         tf.shape(num_samples, out_type=tf.int64)[0],
         tf.shape(audio, out_type=tf.int64)[0],
-        message="num_samples needs one length per audio row "
-        "(audio must be float32 [batch, samples])")
+        message=ROW_COUNT_MESSAGE)
     with tf.control_dependencies([rows]):
         checks = [
             tf.debugging.assert_positive(
-                num_samples, message="empty audio: every row needs samples"),
+                num_samples, message=EMPTY_AUDIO_MESSAGE),
             tf.debugging.assert_less_equal(
                 num_samples, tf.shape(audio, out_type=tf.int64)[1],
-                message="num_samples exceeds the audio length"),
+                message=TOO_LONG_MESSAGE),
         ]
     with tf.control_dependencies(checks):
-        audio = tf.debugging.check_numerics(
-            audio, "audio contains NaN or Inf samples")
+        audio = tf.debugging.check_numerics(audio, NON_FINITE_MESSAGE)
     return audio, num_samples
 
 
@@ -168,13 +173,16 @@ class MoonshineServingModule(tf.Module):
             beam_width=self._decode.beam_width,
             length_penalty=self._decode.length_penalty)
 
-    @tf.function(input_signature=[
+    # No autograph: nothing here branches on tensors (decoding builds its
+    # own tf.while_loop), and converting would transpile tf_keras's call
+    # code and the Transform layer's: most of the export's time.
+    @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([None, None], tf.float32, name="audio"),
         tf.TensorSpec([None], tf.int64, name="num_samples")])
     def transcribe(self, audio, num_samples):
         return self._transcribe(audio, num_samples)
 
-    @tf.function(input_signature=[
+    @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, serialized):
         """Raw examples, their audio in either encoding (the ExampleGen's
@@ -203,13 +211,18 @@ def export_serving_model(model, tf_transform_output, preset: config.Preset,
 
 def export_fn(args: ExportArgs) -> None:
     """ModelExporter entry point: the serving SavedModel of a trained model,
-    decoding as args.decode says, with training's history and loss curve."""
+    decoding as args.decode says, its TFLite files (config.TFLITE_FILES)
+    and training's history and loss curve."""
     import tensorflow_transform as tft
+
+    from models import tflite
 
     model, preset = load_trained(args.trained_model_dir)
     preset = dataclasses.replace(preset, decode=args.decode)
-    export_serving_model(model, tft.TFTransformOutput(args.transform_output),
-                         preset, args.serving_model_dir)
+    tft_output = tft.TFTransformOutput(args.transform_output)
+    export_serving_model(model, tft_output, preset, args.serving_model_dir)
+    # The same weights for phones and boards, pushed with the SavedModel.
+    tflite.export_tflite(model, tft_output, preset, args.serving_model_dir)
     for name in (HISTORY_FILE, LOSS_CURVE_FILE):
         source = os.path.join(args.trained_model_dir, name)
         if tf.io.gfile.exists(source):

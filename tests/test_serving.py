@@ -2,13 +2,10 @@
 long audio.
 
 A `ci`-preset Moonshine with random weights is exported with a Transform
-graph analysed (tft_beam) over a few synthetic utterances: seconds, not a
-pipeline run. The texts are gibberish but deterministic, which is all the
-comparisons below need.
+graph analysed over a few synthetic utterances (tests/ci_serving.py):
+seconds, not a pipeline run. The texts are gibberish but deterministic, which
+is all the comparisons below need.
 """
-
-import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -19,13 +16,12 @@ from models import config
 from models import serving
 from tools import transcribe
 
+import ci_serving
+
 RATE = config.SAMPLE_RATE
 
 
-def _noise(seconds, seed=0, amplitude=0.3):
-    rng = np.random.default_rng(seed)
-    return (amplitude * rng.standard_normal(int(seconds * RATE))).astype(
-        np.float32)
+_noise = ci_serving.noise
 
 
 # --- split_long_audio ---------------------------------------------------------
@@ -69,43 +65,12 @@ def test_audio_without_pauses_still_fits_the_window():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(export dir, the in-memory model it was exported from, Transform dir)."""
-    import apache_beam as beam
-    import tensorflow as tf
     import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
-    import tf_keras as keras
-    from tensorflow_transform.tf_metadata import (dataset_metadata,
-                                                  metadata_io, schema_utils)
 
-    from models import moonshine
-    from models import preprocessing
-
-    spec = {config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32),
-            config.TRANSCRIPT_KEY: tf.io.FixedLenFeature([1], tf.string),
-            config.UTTERANCE_ID_KEY: tf.io.FixedLenFeature([1], tf.string),
-            config.DURATION_KEY: tf.io.FixedLenFeature([1], tf.float32)}
-    raw = [{config.AUDIO_KEY: _noise(0.5 + 0.3 * i, seed=i),
-            config.TRANSCRIPT_KEY: [b"HELLO"],
-            config.UTTERANCE_ID_KEY: [f"1-2-{i:04d}".encode()],
-            config.DURATION_KEY: [0.5 + 0.3 * i]} for i in range(3)]
-    transform_dir = str(tmp_path_factory.mktemp("transform"))
-    metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(spec))
-    with beam.Pipeline() as p, tft_beam.Context(temp_dir=tempfile.mkdtemp()):
-        transform_fn = (
-            (p | beam.Create(raw), metadata)
-            | tft_beam.AnalyzeDataset(preprocessing.preprocessing_fn))
-        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
-    # The raw schema beside it, as TFX's Transform writes it (serving reads
-    # the audio feature's spec from there).
-    metadata_io.write_metadata(metadata, os.path.join(
-        transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    transform_dir = ci_serving.analyse_transform(
+        str(tmp_path_factory.mktemp("transform")))
     preset = config.get_preset("ci")
-    keras.utils.set_random_seed(7)
-    model = moonshine.Moonshine(preset.model)
-    # A spread-out final norm makes a random model emit varied characters.
-    gamma = model.decoder.norm.gamma
-    gamma.assign(3.0 * tf.random.stateless_normal(gamma.shape, [7, 1]))
+    model = ci_serving.random_model(preset)
     export_dir = str(tmp_path_factory.mktemp("serving") / "1")
     serving.export_serving_model(model, tft.TFTransformOutput(transform_dir),
                                  preset, export_dir)

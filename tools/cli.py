@@ -252,7 +252,7 @@ def cmd_transcribe(args) -> int:
                        f"{2 * config.SPLIT_FRAME_SECONDS} s")
     _storage_checked("--model", args.model)
     try:
-        transcriber = transcribe.saved_model_transcriber(args.model)
+        transcriber = transcribe.transcriber(args.model)
     except transcribe.TranscriptionError as e:
         raise CliError(str(e)) from None
     failures = transcribe.transcribe_files(transcriber, args.files,
@@ -404,9 +404,11 @@ def _add_transcribe(sub) -> None:
     from models import config
 
     tr = sub.add_parser("transcribe", help="transcribe audio files with a "
-                        "pushed SavedModel")
+                        "pushed SavedModel or its TFLite file")
     tr.add_argument("--model", required=True,
-                    help="SavedModel dir or the Pusher's base dir (newest version)")
+                    help="SavedModel dir, the Pusher's base dir (newest "
+                    f"version), or a {config.TFLITE_SUFFIX} file beside it "
+                    "(greedy decoding)")
     tr.add_argument("--window-seconds", type=float,
                     default=config.TRANSCRIBE_WINDOW_SECONDS,
                     help="longer audio is split at pauses into segments of "

@@ -4,7 +4,9 @@ Whisper's `transcribe.py` in our terms: read any audio file soundfile reads
 (the ExampleGen's own `layout.load_audio`: mono, resampled to 16 kHz with
 soxr, the same checks and messages as ingestion), cut audio longer than the
 window at pauses (`split_long_audio`), batch the segments through the
-model's `transcribe` signature and join their texts. A file that cannot be
+model's `transcribe` signature (or, for a .tflite file, through
+tf.lite.Interpreter with greedy decoding in Python, `tflite_transcriber`)
+and join their texts. A file that cannot be
 transcribed is reported in one line naming it; the others still are.
 """
 
@@ -102,6 +104,44 @@ def saved_model_transcriber(model_path: str) -> Transcribe:
                         num_samples=tf.constant(list(lengths), tf.int64))
         return [t.decode() for t in out[config.TEXT_OUTPUT_KEY].numpy()]
     return transcribe
+
+
+def tflite_transcriber(model_path: str,
+                       num_threads: Optional[int] = config.TFLITE_THREADS
+                       ) -> Transcribe:
+    """A converted model file (models/tflite.py) as a Transcribe: each row
+    encoded and greedily decoded by tf.lite.Interpreter, the loop here."""
+    import tensorflow as tf
+    from models import tflite
+    if not tf.io.gfile.exists(model_path):
+        raise TranscriptionError(f"--model {model_path}: no such file")
+    try:
+        with tf.io.gfile.GFile(model_path, "rb") as f:
+            model = tflite.LiteModel(f.read(), num_threads=num_threads)
+    except (OSError, RuntimeError, tf.errors.OpError) as e:
+        raise TranscriptionError(f"--model {model_path}: {e}") from None
+    except ValueError as e:  # not a flatbuffer, or without our signatures
+        problem = " ".join(str(e).split())  # the interpreter's spans lines
+        raise TranscriptionError(f"--model {model_path}: not a converted "
+                                 f"Moonshine model ({problem})") from None
+    try:
+        model.vocabulary = tflite.vocabulary_of(model_path, model.vocab_size)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise TranscriptionError(f"--model {model_path}: {e}") from None
+
+    def transcribe(audio: np.ndarray, lengths: Sequence[int]) -> List[str]:
+        tflite.check_batch(audio, lengths)
+        return [model.transcribe(audio[row, :n])
+                for row, n in enumerate(lengths)]
+    return transcribe
+
+
+def transcriber(model_path: str) -> Transcribe:
+    """The Transcribe of `transcribe --model`: a .tflite file, or else a
+    SavedModel (or a Pusher's base dir)."""
+    if model_path.endswith(config.TFLITE_SUFFIX):
+        return tflite_transcriber(model_path)
+    return saved_model_transcriber(model_path)
 
 
 def transcribe_samples(transcribe: Transcribe, samples: np.ndarray,

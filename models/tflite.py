@@ -1,0 +1,324 @@
+"""TFLite (LiteRT) export of a trained Moonshine, and its host-side decoder.
+
+As the official ONNX export does, the graph is cut where a decoding loop
+needs it and the loop runs in the host. One .tflite file holds two
+signatures over the same weights:
+
+- `encode` (config.TFLITE_ENCODE_SIGNATURE): float32 16 kHz audio [1, samples]
+  -> `cross_keys_values` [layers, 2, heads, frames, head_dim] (every
+  decoder layer's cross-attention keys and values, computed once),
+  `encoded` [1, frames, dim] and `encoded_length` [1]. The front end is the
+  Transform graph's: the arithmetic of `features.log_mel_spectrogram`
+  (`features.log_mel_frames`) and `preprocessing.normalise_log_mel` with the
+  analysed per-bin statistics (read from the Transform output,
+  `normalisation_statistics`), or the raw samples for the waveform stem.
+- `decode_step` (config.TFLITE_DECODE_STEP_SIGNATURE): `token` [1] at
+  `position` [] with the self-attention `cache` [layers, 2, heads,
+  max_len, head_dim] and `cross_keys_values` -> `logits` [1, vocab] and the
+  updated `cache`. The cache is written with a one-hot update and attended
+  over whole, masked after `position` (Decoder.step's fixed_shape), so the
+  step has only builtin ops. Its length is the caller's: `LiteModel` sizes
+  it to the segment's decode cap, as the SavedModel sizes its own (so no
+  fixed maximum: the cross keys/values are as long as the audio anyway).
+
+Every op is a TFLite builtin (tf.signal.stft lowers to RFFT2D, REAL and
+IMAG), so the files need no Flex delegate; `convert` refuses a graph that
+would. int8 quantises the mel filterbank too (a FULLY_CONNECTED weight).
+Variants (config.TFLITE_FILES): float32, and int8 weights by dynamic-range
+quantisation (activations stay float).
+
+`LiteModel` is the host side: greedy decoding with tf.lite.Interpreter's
+signature runners, the decode cap of `decoding.max_tokens_for_duration`,
+and the vocabulary's own detokenisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from models import config
+
+AUDIO = "audio"
+CROSS_KEYS_VALUES = "cross_keys_values"
+ENCODED = "encoded"
+ENCODED_LENGTH = "encoded_length"
+TOKEN = "token"
+POSITION = "position"
+CACHE = "cache"
+LOGITS = "logits"
+
+
+# --- The front end's statistics ---------------------------------------------
+
+def normalisation_statistics(tft_output, n_mels: int
+                             ) -> Tuple[np.ndarray, np.ndarray]:
+    """(mean, variance) [n_mels] that the Transform graph normalises log-mel
+    with: the analyzers' results are constants its function captures; which
+    is which is settled by reproducing the graph's own output exactly."""
+    from models import features
+    from models import preprocessing
+    from models import serving
+
+    loaded = tf.saved_model.load(tft_output.transform_savedmodel_dir)
+    graph = next(iter(loaded.signatures.values())).graph
+    stats = [c.numpy() for c, _ in graph.captures
+             if hasattr(c, "numpy") and c.dtype == tf.float32
+             and c.shape == (n_mels,)]
+    audio = tf.constant(_chirp(0.5)[None])
+    n = tf.constant([audio.shape[1]], tf.int64)
+    transformed = tft_output.transform_features_layer()(
+        serving.raw_audio_features(audio, n, tft_output.raw_feature_spec()))
+    mel, _ = features.log_mel_spectrogram(audio, n, n_mels=n_mels)
+    expected = tf.reshape(tf.sparse.to_dense(transformed[config.LOG_MEL_KEY]),
+                          tf.shape(mel)).numpy()
+    for mean in stats:
+        for variance in stats:
+            if mean is variance:
+                continue
+            got = preprocessing.normalise_log_mel(mel, mean, variance).numpy()
+            if np.array_equal(got, expected):
+                return mean, variance
+    raise ValueError("cannot find the log-mel normalisation statistics in the "
+                     f"Transform graph ({len(stats)} [{n_mels}] constants, "
+                     "none reproduces its features)")
+
+
+def _chirp(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * config.SAMPLE_RATE)) / config.SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * 300 * t * (1 + t))).astype(np.float32)
+
+
+# --- The graph to convert ---------------------------------------------------
+
+def cache_shape(model_config: config.ModelConfig, max_len) -> List:
+    """[layers, 2 (keys, values), heads, max_len, head_dim] of one
+    utterance (no batch dim: TFLite slices at most 5-D tensors)."""
+    return [model_config.dec_layers, 2, model_config.n_heads, max_len,
+            model_config.head_dim]
+
+
+def _stack(pairs) -> tf.Tensor:
+    """Per-layer (k, v) [1, H, T, D] -> [layers, 2, H, T, D]."""
+    return tf.stack([tf.stack([k[0], v[0]]) for k, v in pairs])
+
+
+def _unstack(stacked: tf.Tensor, layers: int):
+    """_stack's inverse."""
+    return [(stacked[i, 0][None], stacked[i, 1][None]) for i in range(layers)]
+
+
+def front_end(model, statistics, audio):
+    """The encoder's input and its length [1] for one utterance."""
+    from models import features
+    from models import preprocessing
+
+    if statistics is None:  # the waveform stem takes the samples
+        return audio, tf.shape(audio)[1:]
+    # One unpadded utterance: every whole window is a valid frame, so
+    # log_mel_spectrogram's int64 masking (no TFLite kernel) is moot.
+    mel = features.log_mel_frames(audio, model.model_config.n_mels)
+    mean, variance = statistics
+    return (preprocessing.normalise_log_mel(mel, mean, variance),
+            tf.shape(mel)[1:2])
+
+
+def signatures(model, statistics: Optional[Tuple] = None):
+    """(encode, decode_step) tf.functions of one utterance over model;
+    statistics: the log-mel (mean, variance), None for the waveform stem."""
+    layers = model.model_config.dec_layers
+
+    def encode(audio):
+        inputs, lengths = front_end(model, statistics, audio)
+        encoded, encoded_lengths = model.encode(inputs, lengths)
+        kv, _ = model.decoder.cross_keys_values(encoded, encoded_lengths)
+        return {CROSS_KEYS_VALUES: _stack(kv), ENCODED: encoded,
+                ENCODED_LENGTH: encoded_lengths}
+
+    def decode_step(token, position, cache, cross_keys_values):
+        # One utterance: every encoded frame is valid, no cross mask needed.
+        logits, new_cache = model.decoder.step(
+            token, position, _unstack(cache, layers),
+            (_unstack(cross_keys_values, layers), None), fixed_shape=True)
+        return {LOGITS: logits, CACHE: _stack(new_cache)}
+
+    kv = cache_shape(model.model_config, None)
+    # No autograph: nothing here branches on tensors, and converting would
+    # transpile tf_keras's own call code (seconds per signature).
+    return (tf.function(encode, autograph=False, input_signature=[
+                tf.TensorSpec([1, None], tf.float32, name=AUDIO)]),
+            tf.function(decode_step, autograph=False, input_signature=[
+                tf.TensorSpec([1], tf.int32, name=TOKEN),
+                tf.TensorSpec([], tf.int32, name=POSITION),
+                tf.TensorSpec(kv, tf.float32, name=CACHE),
+                tf.TensorSpec(kv, tf.float32, name=CROSS_KEYS_VALUES)]))
+
+
+def save_signatures(model, statistics, directory: str) -> None:
+    """The two signatures as a SavedModel, what the converter reads."""
+    module = tf.Module()
+    # The variables the signatures capture, without the tf_keras model
+    # itself: saving that traces every layer's call (half a minute for ci).
+    module.weights = list(model.weights)
+    encode, decode_step = signatures(model, statistics)
+    tf.saved_model.save(module, directory, signatures={
+        config.TFLITE_ENCODE_SIGNATURE: encode.get_concrete_function(),
+        config.TFLITE_DECODE_STEP_SIGNATURE:
+            decode_step.get_concrete_function()})
+
+
+# --- Conversion -------------------------------------------------------------
+
+def convert(saved_model_dir: str, variant: str) -> bytes:
+    """The .tflite flatbuffer of LiteModule's SavedModel, builtin ops only."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[config.TFLITE_ENCODE_SIGNATURE,
+                                         config.TFLITE_DECODE_STEP_SIGNATURE])
+    # Builtins only: a file that needs the Flex delegate runs on no phone
+    # without TensorFlow's op library linked in; conversion fails instead.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant == config.TFLITE_INT8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant != config.TFLITE_FLOAT32:
+        raise ValueError(f"unknown TFLite variant {variant!r}; choose one of "
+                         f"{sorted(config.TFLITE_FILES)}")
+    return converter.convert()
+
+
+def export_tflite(model, tft_output, preset: config.Preset,
+                  export_dir: str) -> Dict[str, str]:
+    """Writes every config.TFLITE_FILES variant into export_dir; returns
+    {variant: path}."""
+    statistics = None
+    if preset.model.frontend == config.LOG_MEL_FRONTEND:
+        statistics = normalisation_statistics(tft_output, preset.model.n_mels)
+    paths = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_signatures(model, statistics, tmp)
+        for variant, name in config.TFLITE_FILES.items():
+            paths[variant] = os.path.join(export_dir, name)
+            with tf.io.gfile.GFile(paths[variant], "wb") as f:
+                f.write(convert(tmp, variant))
+    return paths
+
+
+# --- The host side ----------------------------------------------------------
+
+def decode_cap(num_samples: int) -> int:
+    """The SavedModel's decode cap for one utterance, computed as its graph
+    computes it (float32 seconds)."""
+    from models import decoding
+    seconds = np.float32(num_samples) / np.float32(config.SAMPLE_RATE)
+    return int(decoding.max_tokens_for_duration(seconds))
+
+
+def check_batch(audio: np.ndarray, lengths: Sequence[int]) -> None:
+    """The transcribe signature's input checks, with its messages, as
+    tf.errors.InvalidArgumentError (what its graph raises)."""
+    from models import serving
+
+    def fail(message):
+        raise tf.errors.InvalidArgumentError(None, None, message)
+    audio, lengths = np.asarray(audio), np.asarray(lengths)
+    if lengths.ndim != 1 or audio.ndim < 1 or len(lengths) != len(audio):
+        fail(serving.ROW_COUNT_MESSAGE)
+    if audio.ndim != 2:
+        fail(serving.AUDIO_RANK_MESSAGE)
+    if np.any(lengths <= 0):
+        fail(serving.EMPTY_AUDIO_MESSAGE)
+    if np.any(lengths > audio.shape[1]):
+        fail(serving.TOO_LONG_MESSAGE)
+    if not np.all(np.isfinite(audio)):
+        fail(serving.NON_FINITE_MESSAGE)
+
+
+def vocabulary_of(model_path: str, vocab_size: int) -> str:
+    """The vocabulary of a converted model: the preset exported beside it,
+    or else the one vocabulary with as many ids as its logits."""
+    from models import serving
+
+    preset = os.path.join(os.path.dirname(model_path), serving.PRESET_ASSET)
+    if tf.io.gfile.exists(preset):
+        with tf.io.gfile.GFile(preset) as f:
+            return config.preset_from_dict(json.load(f)).model.vocabulary
+    matches = [v for v, n in config.VOCABULARY_SIZES.items()
+               if n == vocab_size]
+    if len(matches) != 1:
+        raise ValueError(f"no {serving.PRESET_ASSET} beside it and {vocab_size} "
+                         "logits match no vocabulary's size")
+    return matches[0]
+
+
+class LiteModel:
+    """A converted Moonshine in tf.lite.Interpreter: greedy decoding with the
+    loop in Python, one utterance at a time."""
+
+    def __init__(self, model_content: bytes, vocabulary: Optional[str] = None,
+                 num_threads: Optional[int] = config.TFLITE_THREADS):
+        """vocabulary: None sets it later (see vocabulary_of)."""
+        self.interpreter = tf.lite.Interpreter(model_content=model_content,
+                                               num_threads=num_threads)
+        self.encoder = self.interpreter.get_signature_runner(
+            config.TFLITE_ENCODE_SIGNATURE)
+        self.step = self.interpreter.get_signature_runner(
+            config.TFLITE_DECODE_STEP_SIGNATURE)
+        self.vocabulary = vocabulary
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.step.get_output_details()[LOGITS]["shape"][-1])
+
+    def encode(self, audio: np.ndarray) -> Dict[str, np.ndarray]:
+        """encode's outputs for float32 samples [samples]."""
+        return self.encoder(**{AUDIO: np.asarray(audio, np.float32)[None]})
+
+    def greedy_tokens(self, audio: np.ndarray,
+                      max_tokens: Optional[int] = None) -> List[int]:
+        """Token ids as the SavedModel's greedy_decode gives them (no <s>,
+        up to and with </s>), capped at max_tokens (default decode_cap)."""
+        cross = self.encode(audio)[CROSS_KEYS_VALUES]
+        cap = decode_cap(len(audio)) if max_tokens is None else max_tokens
+        shape = list(cross.shape)
+        shape[3] = cap  # [layers, 2, heads, cap, head_dim], as greedy_decode
+        cache = np.zeros(shape, np.float32)
+        token, tokens = config.SOS_ID, []
+        for t in range(cap):
+            out = self.step(**{TOKEN: np.array([token], np.int32),
+                               POSITION: np.array(t, np.int32),
+                               CACHE: cache, CROSS_KEYS_VALUES: cross})
+            cache = out[CACHE]
+            token = int(np.argmax(out[LOGITS][0]))  # first maximum, as tf
+            tokens.append(token)
+            if token == config.EOS_ID:
+                break
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of token ids, as the vocabulary's serving graph writes it."""
+        from models import tokenizer
+        if self.vocabulary == config.CHARACTER_VOCABULARY:
+            return tokenizer.decode(tokens)
+        from models import bpe  # no Python decoder: its TF one, eagerly
+        return bpe.tf_decode(tf.constant([list(tokens) or [config.EOS_ID]])
+                             ).numpy()[0].decode()
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        return self.detokenize(self.greedy_tokens(audio))
+
+
+def constant_bytes(path: str) -> int:
+    """Bytes of a .tflite file's constant tensors (the weights, the mel
+    filterbank), without the graph around them."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with tf.io.gfile.GFile(path, "rb") as f:
+        model = schema.ModelT.InitFromObj(
+            schema.Model.GetRootAsModel(f.read(), 0))
+    used = {t.buffer for g in model.subgraphs for t in g.tensors}
+    return sum(len(model.buffers[i].data) for i in used
+               if model.buffers[i].data is not None)
