@@ -23,8 +23,10 @@ $(STAMP): requirements.lock requirements-test.lock setup.py
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# TensorFlow's C++ log at the CLI's own default (fatal only): a machine
+# without a GPU otherwise prints CUDA-plugin registration errors per process.
 demo: venv
-	$(VENV)/bin/moonshine-tfx run --preset demo --output-dir $(DEMO_OUT)
+	TF_CPP_MIN_LOG_LEVEL=3 $(VENV)/bin/moonshine-tfx run --preset demo --output-dir $(DEMO_OUT)
 
 test: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)

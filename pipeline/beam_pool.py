@@ -29,10 +29,17 @@ import os
 import threading
 import time
 import traceback
+import warnings
 from concurrent import futures
 from typing import Dict, Optional
 
-import grpc
+# Set before the imports below, since this module is imported first in the
+# forkserver (PRELOAD), a fresh interpreter that the CLI's warning filters
+# never reach: the Google client libraries' notices about this Python
+# version, which a user cannot act on, stay off the console.
+warnings.filterwarnings("ignore", category=FutureWarning, module="google")
+
+import grpc  # noqa: E402
 from apache_beam.options import pipeline_options
 from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc
 from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -41,7 +48,7 @@ from apache_beam.transforms import environments
 
 # Imported once in the forkserver, so that a worker starts with them loaded.
 # A module that fails to import there is imported by the worker as usual.
-PRELOAD = ("tensorflow", "tensorflow_data_validation",
+PRELOAD = ("pipeline.beam_pool", "tensorflow", "tensorflow_data_validation",
            "tensorflow_transform.beam", "tensorflow_model_analysis",
            "apache_beam.runners.worker.sdk_worker_main",
            "components.librispeech_example_gen.executor",
@@ -90,9 +97,12 @@ def _run_harness(request_bytes: bytes, environment: Dict[str, str]) -> None:
     # The worker's records reach the runner's log (its level, its format)
     # through the Fn API handler create_harness adds; not also this
     # process's stderr, which is the user's console.
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    # TensorFlow's logger has a console handler of its own (added when it
+    # found none on the root): its records go the same way.
+    for logger in (logging.getLogger(), logging.getLogger("tensorflow")):
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    logging.getLogger("tensorflow").propagate = True
     logging.getLogger(sdk_worker_main.__name__).addFilter(_NoMainSessionFilter())
     log_handler, harness, _ = sdk_worker_main.create_harness(
         harness_environment)
