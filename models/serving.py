@@ -97,6 +97,13 @@ def raw_audio_features(audio: tf.Tensor, num_samples: tf.Tensor,
     return raw
 
 
+def tf_detokenizer(vocabulary: str):
+    """The vocabulary's in-graph decoder: token ids [B, N] -> text [B]."""
+    if vocabulary == config.MOONSHINE_BPE_VOCABULARY:
+        return bpe.tf_decode
+    return tokenizer.tf_decode
+
+
 def checked_audio(audio: tf.Tensor, num_samples: tf.Tensor):
     """The signature's inputs, checked before anything reads them: a clear
     message rather than an out-of-bounds slice deep in the Transform graph."""
@@ -133,10 +140,7 @@ class MoonshineServingModule(tf.Module):
         self._raw_spec = tf_transform_output.raw_feature_spec()
         self._front_end = preset.model.front_end
         self._decode = preset.decode
-        self._detokenize = (
-            bpe.tf_decode
-            if preset.model.vocabulary == config.MOONSHINE_BPE_VOCABULARY
-            else tokenizer.tf_decode)
+        self._detokenize = tf_detokenizer(preset.model.vocabulary)
 
     def _model_inputs(self, transformed):
         """The front end's padded input [B, units(, channels)] and lengths."""

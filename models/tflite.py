@@ -299,13 +299,11 @@ class LiteModel:
         return tokens
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        """Text of token ids, as the vocabulary's serving graph writes it."""
-        from models import tokenizer
-        if self.vocabulary == config.CHARACTER_VOCABULARY:
-            return tokenizer.decode(tokens)
-        from models import bpe  # no Python decoder: its TF one, eagerly
-        return bpe.tf_decode(tf.constant([list(tokens) or [config.EOS_ID]])
-                             ).numpy()[0].decode()
+        """Text of token ids, by the serving graph's own decoder (eagerly)."""
+        from models import serving
+        decode = serving.tf_detokenizer(self.vocabulary)
+        return decode(tf.constant([list(tokens) or [config.EOS_ID]])
+                      ).numpy()[0].decode()
 
     def transcribe(self, audio: np.ndarray) -> str:
         return self.detokenize(self.greedy_tokens(audio))
