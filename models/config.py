@@ -183,6 +183,12 @@ TFLITE_FILES: Dict[str, str] = {TFLITE_FLOAT32: "model_float32.tflite",
 TFLITE_SUFFIX = ".tflite"  # `transcribe --model` takes a file of this kind
 TFLITE_ENCODE_SIGNATURE = "encode"
 TFLITE_DECODE_STEP_SIGNATURE = "decode_step"
+# The TFLiteEvaluator's gate (components/tflite_evaluator): a variant ships
+# only if its eval WER is at most this much (absolute) above the SavedModel's,
+# decoded alike; issue 16's bounds.
+SAVED_MODEL_VARIANT = "saved_model"  # the reference the variants are held to
+TFLITE_MAX_WER_INCREASE: Dict[str, float] = {TFLITE_FLOAT32: 0.002,
+                                             TFLITE_INT8: 0.01}
 # Interpreter threads of `transcribe` (None: TFLite's default).
 TFLITE_THREADS: Optional[int] = None
 

@@ -237,15 +237,26 @@ def check_batch(audio: np.ndarray, lengths: Sequence[int]) -> None:
         fail(serving.NON_FINITE_MESSAGE)
 
 
+def exported_preset(model_path: str) -> Optional[config.Preset]:
+    """The preset exported beside a converted model (serving.PRESET_ASSET),
+    or None for a file copied out on its own."""
+    from models import serving
+
+    path = os.path.join(os.path.dirname(model_path), serving.PRESET_ASSET)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return config.preset_from_dict(json.load(f))
+
+
 def vocabulary_of(model_path: str, vocab_size: int) -> str:
     """The vocabulary of a converted model: the preset exported beside it,
     or else the one vocabulary with as many ids as its logits."""
     from models import serving
 
-    preset = os.path.join(os.path.dirname(model_path), serving.PRESET_ASSET)
-    if tf.io.gfile.exists(preset):
-        with tf.io.gfile.GFile(preset) as f:
-            return config.preset_from_dict(json.load(f)).model.vocabulary
+    preset = exported_preset(model_path)
+    if preset is not None:
+        return preset.model.vocabulary
     matches = [v for v, n in config.VOCABULARY_SIZES.items()
                if n == vocab_size]
     if len(matches) != 1:
@@ -277,26 +288,100 @@ class LiteModel:
         """encode's outputs for float32 samples [samples]."""
         return self.encoder(**{AUDIO: np.asarray(audio, np.float32)[None]})
 
+    def _empty_cache(self, cross: np.ndarray, cap: int) -> np.ndarray:
+        shape = list(cross.shape)
+        shape[3] = cap  # [layers, 2, heads, cap, head_dim], as the SavedModel
+        return np.zeros(shape, np.float32)
+
+    def _step(self, token: int, position: int, cache: np.ndarray,
+              cross: np.ndarray) -> Dict[str, np.ndarray]:
+        return self.step(**{TOKEN: np.array([token], np.int32),
+                            POSITION: np.array(position, np.int32),
+                            CACHE: cache, CROSS_KEYS_VALUES: cross})
+
     def greedy_tokens(self, audio: np.ndarray,
                       max_tokens: Optional[int] = None) -> List[int]:
         """Token ids as the SavedModel's greedy_decode gives them (no <s>,
         up to and with </s>), capped at max_tokens (default decode_cap)."""
         cross = self.encode(audio)[CROSS_KEYS_VALUES]
         cap = decode_cap(len(audio)) if max_tokens is None else max_tokens
-        shape = list(cross.shape)
-        shape[3] = cap  # [layers, 2, heads, cap, head_dim], as greedy_decode
-        cache = np.zeros(shape, np.float32)
+        cache = self._empty_cache(cross, cap)
         token, tokens = config.SOS_ID, []
         for t in range(cap):
-            out = self.step(**{TOKEN: np.array([token], np.int32),
-                               POSITION: np.array(t, np.int32),
-                               CACHE: cache, CROSS_KEYS_VALUES: cross})
+            out = self._step(token, t, cache, cross)
             cache = out[CACHE]
             token = int(np.argmax(out[LOGITS][0]))  # first maximum, as tf
             tokens.append(token)
             if token == config.EOS_ID:
                 break
         return tokens
+
+    def beam_tokens(self, audio: np.ndarray, beam_width: int,
+                    length_penalty: float = 0.0,
+                    max_tokens: Optional[int] = None) -> List[int]:
+        """Token ids of the best beam, as decoding.beam_search_decode
+        chooses it: the same float32 scores, finished beams extended by PAD
+        at no cost, top-k ties to the lower (beam, token) index, and the
+        best of sum(log p) / length ** length_penalty. Up to and with </s>.
+        """
+        k = int(beam_width)
+        if k < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        cross = self.encode(audio)[CROSS_KEYS_VALUES]
+        cap = decode_cap(len(audio)) if max_tokens is None else max_tokens
+        if cap <= 0:
+            return []
+        vocab = self.vocab_size
+        neg = np.float32(-1e9)
+        pad_only = np.full(vocab, neg, np.float32)
+        pad_only[config.PAD_ID] = 0.0
+        caches = [self._empty_cache(cross, cap)] * k
+        last = [config.SOS_ID] * k
+        seqs: List[List[int]] = [[] for _ in range(k)]
+        # Only beam 0 is live at first: the k copies of <s> are one prefix.
+        scores = np.array([0.0] + [neg] * (k - 1), np.float32)
+        lengths = np.zeros(k, np.int32)
+        finished = np.zeros(k, bool)
+        for t in range(cap):
+            rows, stepped = [], []
+            for b in range(k):
+                if finished[b]:
+                    rows.append(pad_only)
+                    stepped.append(caches[b])
+                elif t == 0 and b > 0:  # the same prefix as beam 0
+                    rows.append(rows[0])
+                    stepped.append(stepped[0])
+                else:
+                    out = self._step(last[b], t, caches[b], cross)
+                    rows.append(_log_softmax(out[LOGITS][0]))
+                    stepped.append(out[CACHE])
+            total = (scores[:, None] + np.stack(rows)).reshape(-1)
+            best = np.argsort(-total, kind="stable")[:k]
+            beam, tokens = best // vocab, best % vocab
+            scores = total[best]
+            caches = [stepped[b] for b in beam]
+            seqs = [seqs[b] + [int(tok)] for b, tok in zip(beam, tokens)]
+            was_finished = finished[beam]
+            lengths = lengths[beam] + (~was_finished).astype(np.int32)
+            finished = (was_finished | (tokens == config.EOS_ID)
+                        | (t + 1 >= cap))
+            last = [int(tok) for tok in tokens]
+            if finished.all():
+                break
+        normalised = scores / np.power(
+            np.maximum(lengths, 1).astype(np.float32),
+            np.float32(length_penalty))
+        seq = seqs[int(np.argmax(normalised))]
+        return (seq[:seq.index(config.EOS_ID) + 1]
+                if config.EOS_ID in seq else seq)
+
+    def tokens(self, audio: np.ndarray,
+               decode: Optional[config.DecodeConfig] = None) -> List[int]:
+        """Token ids decoded as `decode` says (default: greedy)."""
+        if decode is None or decode.beam_width == 1:
+            return self.greedy_tokens(audio)
+        return self.beam_tokens(audio, decode.beam_width,
+                                decode.length_penalty)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         """Text of token ids, by the serving graph's own decoder (eagerly)."""
@@ -305,8 +390,16 @@ class LiteModel:
         return decode(tf.constant([list(tokens) or [config.EOS_ID]])
                       ).numpy()[0].decode()
 
-    def transcribe(self, audio: np.ndarray) -> str:
-        return self.detokenize(self.greedy_tokens(audio))
+    def transcribe(self, audio: np.ndarray,
+                   decode: Optional[config.DecodeConfig] = None) -> str:
+        return self.detokenize(self.tokens(audio, decode))
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """tf.nn.log_softmax of one row, in float32."""
+    logits = logits.astype(np.float32)
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum(dtype=np.float32))
 
 
 def constant_bytes(path: str) -> int:

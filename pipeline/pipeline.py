@@ -19,6 +19,7 @@ from components.librispeech_example_gen.component import (
     LibriSpeechExampleGen, default_input_config)
 from components.model_exporter.component import ModelExporter
 from components.pusher.component import Pusher
+from components.tflite_evaluator.component import TFLiteEvaluator
 from models import config
 from models import metrics
 from models import preprocessing
@@ -30,6 +31,7 @@ SCHEMA_FILE = os.path.join(
     "schemas", "schema.pbtxt")
 RESOLVER_ID = "latest_blessed_model_resolver"
 BASELINE_IMPORTER_ID = "baseline_model_importer"
+EVAL_SPLIT = "eval"  # what the Evaluator and the TFLiteEvaluator score
 
 
 class DataComponents(NamedTuple):
@@ -186,7 +188,9 @@ def create_pipeline(
     most the options' bounds and, when a baseline exists (the latest blessed
     model, or `baseline_model_uri`), whose WER is at most
     `max_wer_regression` above the baseline's; the Pusher pushes blessed
-    models, never the one already serving.
+    models, never the one already serving, with the TFLite variants whose
+    eval WER the TFLiteEvaluator found within config.TFLITE_MAX_WER_INCREASE
+    of the SavedModel's.
     """
     data = create_data_components(data_root, options, schema_file)
     transform = create_transform(options, data)
@@ -203,22 +207,28 @@ def create_pipeline(
         examples=data.example_gen.outputs["examples"],
         model=serving_model,
         baseline_model=baseline,
-        example_splits=["eval"],
+        example_splits=[EVAL_SPLIT],
         eval_config=metrics.eval_config(
             wer_upper_bound=options.wer_upper_bound,
             cer_upper_bound=options.cer_upper_bound,
             max_wer_regression=options.max_wer_regression))
+
+    # The on-device files, scored on the same split with the same WER.
+    tflite_evaluator = TFLiteEvaluator(
+        examples=data.example_gen.outputs["examples"], model=serving_model,
+        split=EVAL_SPLIT)
 
     pusher = Pusher(
         model=serving_model,
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=serving_model_dir)))
+                base_directory=serving_model_dir)),
+        tflite_evaluation=tflite_evaluator.outputs["evaluation"])
 
     components = list(data) + [transform, trainer, exporter]
     if baseline_node is not None:
         components.append(baseline_node)
-    components += [evaluator, pusher]
+    components += [evaluator, tflite_evaluator, pusher]
     return _pipeline(options, pipeline_root, components,
                      metadata_connection_config, beam_pipeline_args)

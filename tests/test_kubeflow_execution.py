@@ -24,7 +24,7 @@ IMAGE = "registry.example.com/ml/moonshine-tfx:test"  # never pulled here
 SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 TASKS = ["ImportSchemaGen", "LibriSpeechExampleGen", "StatisticsGen",
          "ExampleValidator", "Transform", "Trainer", "ModelExporter",
-         "Evaluator", "Pusher"]
+         "Evaluator", "TFLiteEvaluator", "Pusher"]
 
 
 def _compile(tmp, data_root, **kwargs):

@@ -22,7 +22,7 @@ DATA_COMPONENTS = ("LibriSpeechExampleGen", "StatisticsGen", "Transform",
                    "Evaluator")
 COMPONENTS = {"LibriSpeechExampleGen", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "Transform", "Trainer", "ModelExporter",
-              "Evaluator", "Pusher"}
+              "Evaluator", "TFLiteEvaluator", "Pusher"}
 
 
 class Spec:

@@ -94,11 +94,13 @@ def test_lineage_tree_is_linked_by_events(lineage_json):
     assert {"PushedModel", "Model", "ModelBlessing", "TransformGraph",
             "Examples", "Schema"} <= set(types)
     assert {c["input_key"]: c["type"] for c in tree["inputs"]} == {
-        "model": "Model", "model_blessing": "ModelBlessing"}
+        "model": "Model", "model_blessing": "ModelBlessing",
+        "tflite_evaluation": "components.TFLiteEvaluation"}
     producers = {n["produced_by"]["component"] for n in _walk(tree)
                  if n.get("produced_by")}
-    assert {"Pusher", "ModelExporter", "Trainer", "Evaluator", "Transform",
-            "LibriSpeechExampleGen", "ImportSchemaGen"} <= producers
+    assert {"Pusher", "ModelExporter", "Trainer", "Evaluator",
+            "TFLiteEvaluator", "Transform", "LibriSpeechExampleGen",
+            "ImportSchemaGen"} <= producers
 
 
 def test_lineage_of_the_refused_model_is_not_served(gated_runs):

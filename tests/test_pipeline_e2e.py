@@ -17,7 +17,8 @@ from conftest import REPO_ROOT
 
 PIPELINE_NODES = ("LibriSpeechExampleGen", "StatisticsGen", "ImportSchemaGen",
                   "ExampleValidator", "Transform", "Trainer", "ModelExporter",
-                  "latest_blessed_model_resolver", "Evaluator", "Pusher")
+                  "latest_blessed_model_resolver", "Evaluator", "TFLiteEvaluator",
+                  "Pusher")
 DONE = (metadata_store_pb2.Execution.COMPLETE,
         metadata_store_pb2.Execution.CACHED)
 
@@ -108,3 +109,37 @@ def test_pushed_model_transcribes_a_flac(gated_runs):
     # Decoded text is made of the character vocabulary and nothing else.
     from models import config
     assert set(text) <= set(config.CHARACTERS), text
+
+
+@pytest.mark.slow
+def test_tflite_variants_are_scored_and_gated(gated_runs):
+    """The TFLiteEvaluator scores every eval utterance with the SavedModel
+    and each TFLite file alike; the Pusher ships the files within tolerance
+    and records it; summary, console line and report show the figures."""
+    from models import config
+    summary = gated_runs["summary1"]
+    tflite = summary["tflite"]
+    variants = tflite["variants"]
+    assert tflite["split"] == "eval"
+    assert set(variants) == {config.SAVED_MODEL_VARIANT, *config.TFLITE_FILES}
+    n_eval = summary["eval_metrics"]["example_count"]
+    for name, v in variants.items():
+        assert v["examples"] == n_eval, name
+        assert v["bytes"] > 0 and v["ms_per_token"] > 0 and v["tokens"] > 0
+    # The SavedModel decoded here scores as TFMA scored it.
+    assert abs(variants[config.SAVED_MODEL_VARIANT]["wer"]
+               - summary["wer"]) < 1e-6
+    assert variants["int8"]["bytes"] < variants["float32"]["bytes"]
+    pushed_dir = summary["pushed_model_dir"]
+    for variant, name in config.TFLITE_FILES.items():
+        v = variants[variant]
+        assert v["within_tolerance"] == (
+            v["wer"] - variants[config.SAVED_MODEL_VARIANT]["wer"]
+            <= config.TFLITE_MAX_WER_INCREASE[variant] + 1e-12)
+        assert v["pushed"] == v["within_tolerance"]
+        assert os.path.exists(os.path.join(pushed_dir, name)) == v["pushed"]
+    line = next(l for l in gated_runs["run1_stdout"].splitlines()
+                if l.startswith("  TFLiteEvaluator") and "done in" in l)
+    assert "int8 WER" in line
+    with open(summary["report"]) as f:
+        assert "On-device variants" in f.read()

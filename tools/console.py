@@ -53,6 +53,8 @@ def key_figure(store, pipeline_name: str, node_id: str) -> str:
         return (f"examples written {written}; "
                 f"{int(total.get('quarantined', 0))} quarantined; "
                 f"{total.get('audio_seconds', 0) / 3600:.2f} audio-hours")
+    if "evaluation" in outputs and _tflite_figure(outputs["evaluation"][0]):
+        return _tflite_figure(outputs["evaluation"][0])
     if "evaluation" in outputs:
         m = metadata.read_evaluation(outputs["evaluation"][0].uri).get(
             "metrics", {})
@@ -71,6 +73,23 @@ def key_figure(store, pipeline_name: str, node_id: str) -> str:
     if "anomalies" in outputs:
         return "schema checked"
     return ""
+
+
+def _tflite_figure(evaluation) -> str:
+    """The TFLiteEvaluator's headline (its artifact's custom properties),
+    or "" for another kind of evaluation."""
+    from models import config
+    from tools import metadata
+
+    figures = []
+    for variant in (config.SAVED_MODEL_VARIANT, *config.TFLITE_FILES):
+        wer = metadata.custom_property(evaluation, f"{variant}_wer")
+        if wer is None:
+            return ""
+        ok = metadata.custom_property(evaluation, f"{variant}_within_tolerance")
+        figures.append(f"{variant} WER {_pct(wer)}" + (
+            "" if ok is None else " (ships)" if ok else " (held back)"))
+    return "; ".join(figures)
 
 
 class _ComponentLines(logging.Handler):

@@ -283,7 +283,8 @@ def evaluation_of_model(store, model_id: int) -> Dict:
     """The latest Evaluator result and blessing of a (serving) Model, as
     the candidate (not as another candidate's baseline)."""
     evaluators = [e for e in consumers(store, model_id)
-                  if e.type.endswith("Evaluator") and model_id in {
+                  # TFMA's Evaluator, not the TFLiteEvaluator beside it
+                  if e.type.rsplit(".", 1)[-1] == "Evaluator" and model_id in {
                       a.id for a in artifacts_by_key(store, e.id).get(
                           "model", [])}]
     execution = latest(evaluators)

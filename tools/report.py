@@ -21,6 +21,8 @@ import re
 import shutil
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from models import config
+
 REPORTS_DIR = "reports"
 LATEST_REPORT = "report.html"
 
@@ -195,6 +197,32 @@ def _samples(samples: List[Dict]) -> str:
           _pct(s.get("wer"))) for s in samples), numeric=(4,))
 
 
+def _on_device(summary: Dict) -> str:
+    """The SavedModel and its TFLite variants, scored alike (TFLiteEvaluator)."""
+    tflite = summary.get("tflite")
+    if not tflite:
+        return "<p>No TFLite evaluation in this run.</p>"
+    rows = []
+    for variant, v in tflite["variants"].items():
+        gate = ("reference" if "within_tolerance" not in v else _verdict(
+            v["within_tolerance"], f"within {100 * v['max_wer_increase']:.1f}"
+            " points", f"{100 * v['wer_increase']:+.1f} points"))
+        rows.append((_e(variant), _pct(v["wer"]), _pct(v["cer"]),
+                     _num(v["bytes"] / 1e6, 2), _num(v["ms_per_token"], 2),
+                     _num(v["ms_per_utterance"], 0),
+                     _num(v["real_time_factor"], 3), gate,
+                     _verdict(v.get("pushed"), "yes", "no")
+                     if "pushed" in v else "n/a"))
+    decode = tflite.get("decode") or {}
+    return (f"<p>{tflite['variants'][config.SAVED_MODEL_VARIANT]['examples']} "
+            f"{_e(tflite['split'])} utterances "
+            f"({_num(tflite.get('audio_seconds'))} s), one at a time, beam "
+            f"width {_e(decode.get('beam_width'))} on every variant.</p>\n"
+            + _table(("variant", "WER", "CER", "MB", "ms/token",
+                      "ms/utterance", "real-time factor", "WER gate",
+                      "pushed"), rows, numeric=(1, 2, 3, 4, 5, 6)))
+
+
 def render_report(summary: Dict) -> str:
     """The run's report as one HTML document."""
     scored = "pushed" if summary.get("pushed_model_dir") else "exported"
@@ -202,6 +230,7 @@ def render_report(summary: Dict) -> str:
         ("Summary", _overview(summary)),
         ("Training", _training(summary)),
         ("Evaluation by slice (eval split, TFMA)", _slices(summary)),
+        ("On-device variants (TFLite)", _on_device(summary)),
         (f"Eval utterances ({scored} model)",
          _samples(summary.get("eval_samples") or [])),
         (f"Test utterances ({scored} model)",

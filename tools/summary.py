@@ -13,6 +13,7 @@ from tools import metadata
 
 EXAMPLE_GEN_ID = "LibriSpeechExampleGen"
 EXPORTER_ID = "ModelExporter"
+TFLITE_EVALUATOR_ID = "TFLiteEvaluator"
 N_SAMPLE_TRANSCRIPTS = 5
 # What a user must know before trusting the demo model with their own audio.
 SYNTHETIC_SPEECH_NOTE = (
@@ -97,6 +98,7 @@ def build_summary(paths, preset_name: str, data_root: str,
     summary["examples_uri"] = examples.uri if examples else None
     summary["ingestion"] = _ingestion(examples) if examples else None
     summary.update(_evaluation(store))
+    summary["tflite"] = _tflite_evaluation(store, pipeline_name)
     summary.update(_pushes(store))
     summary.update(_model_dirs(store, pipeline_name))
     scored_dir = summary["pushed_model_dir"] or summary["exported_model_dir"]
@@ -133,6 +135,25 @@ def _evaluation(store) -> Dict:
             "validation": (metadata.evaluation_validation(evaluation.uri)
                            if evaluation else None),
             "blessed": metadata.blessing_of(store)}
+
+
+def _tflite_evaluation(store, pipeline_name: str) -> Optional[Dict]:
+    """The TFLiteEvaluator's figures per variant (SavedModel, float32,
+    int8: WER, CER, bytes, latency, within tolerance) and which TFLite
+    files the Pusher shipped."""
+    from components.tflite_evaluator.executor import EVALUATION_FILE
+
+    evaluation = _output_of(store, pipeline_name, TFLITE_EVALUATOR_ID,
+                            "evaluation")
+    result = (metadata.read_json(evaluation.uri, EVALUATION_FILE)
+              if evaluation is not None else None)
+    pushed = metadata.latest_artifact(store, "PushedModel")
+    if result and pushed is not None and metadata.custom_property(
+            pushed, "pushed", 0):
+        for variant in config.TFLITE_FILES:
+            result["variants"][variant]["pushed"] = bool(
+                metadata.custom_property(pushed, f"tflite_{variant}_pushed"))
+    return result
 
 
 def _pushes(store) -> Dict:
@@ -246,6 +267,12 @@ def format_summary(summary: Dict) -> str:
                      f"  ({test['examples']} held-out utterances)")
         if len(test.get("subsets") or {}) > 1:
             lines.append("  " + by_subset(test["subsets"]))
+    tflite = summary.get("tflite")
+    if tflite:
+        lines.append("on-device, " + tflite["split"] + " split: " + "; ".join(
+            f"{variant} WER {pct(v['wer'])}, {v['bytes'] / 1e6:.2f} MB, "
+            f"{v['ms_per_token']:.2f} ms/token"
+            for variant, v in tflite["variants"].items()))
     lines.append(f"blessed: {summary.get('blessed')}")
     for failure in (summary.get("validation") or {}).get("failures", []):
         lines.append(f"  failed: {failure['message'] or failure['metric']}")

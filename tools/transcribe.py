@@ -110,7 +110,7 @@ def tflite_transcriber(model_path: str,
                        num_threads: Optional[int] = config.TFLITE_THREADS
                        ) -> Transcribe:
     """A converted model file (models/tflite.py) as a Transcribe: each row
-    encoded and greedily decoded by tf.lite.Interpreter, the loop here."""
+    encoded and decoded by tf.lite.Interpreter, the loop here."""
     import tensorflow as tf
     from models import tflite
     if not tf.io.gfile.exists(model_path):
@@ -126,12 +126,16 @@ def tflite_transcriber(model_path: str,
                                  f"Moonshine model ({problem})") from None
     try:
         model.vocabulary = tflite.vocabulary_of(model_path, model.vocab_size)
+        preset = tflite.exported_preset(model_path)
     except (OSError, ValueError, tf.errors.OpError) as e:
         raise TranscriptionError(f"--model {model_path}: {e}") from None
+    # Decoded as the SavedModel beside it decodes (its beam); a file copied
+    # out on its own decodes greedily.
+    decode = preset.decode if preset is not None else None
 
     def transcribe(audio: np.ndarray, lengths: Sequence[int]) -> List[str]:
         tflite.check_batch(audio, lengths)
-        return [model.transcribe(audio[row, :n])
+        return [model.transcribe(audio[row, :n], decode)
                 for row, n in enumerate(lengths)]
     return transcribe
 

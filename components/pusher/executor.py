@@ -15,9 +15,12 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as specs
 from tfx.utils import proto_utils
 
+from models import config
+
 # Beside the SavedModel of every version this Pusher writes.
 SOURCE_FILE = "moonshine_source.json"
 ALREADY_SERVING_KEY = "already_serving"  # PushedModel custom property
+TFLITE_EVALUATION_KEY = "tflite_evaluation"  # the TFLiteEvaluator's, optional
 
 
 def newest_version(base_directory: str) -> Optional[str]:
@@ -65,3 +68,33 @@ class Executor(tfx_pusher.Executor):
         if pushed_dir:
             with fileio.open(posixpath.join(pushed_dir, SOURCE_FILE), "w") as f:
                 f.write(json.dumps({"model_uri": model.uri}))
+            evaluation = input_dict.get(TFLITE_EVALUATION_KEY)
+            if evaluation:
+                gate_tflite_variants(evaluation[0].uri, pushed_dir, model_push)
+
+
+def gate_tflite_variants(evaluation_uri: str, pushed_dir: str,
+                         model_push: types.Artifact) -> None:
+    """Removes from a pushed version the TFLite files of the variants the
+    TFLiteEvaluator found out of tolerance; records each variant's WER and
+    whether it shipped on the PushedModel."""
+    from components.tflite_evaluator.executor import EVALUATION_FILE
+
+    with fileio.open(posixpath.join(evaluation_uri, EVALUATION_FILE)) as f:
+        variants = json.loads(f.read())["variants"]
+    for variant, name in config.TFLITE_FILES.items():
+        figures = variants.get(variant)
+        shipped = bool(figures and figures["within_tolerance"])
+        path = posixpath.join(pushed_dir, name)
+        if not shipped and fileio.exists(path):
+            logging.warning(
+                "Pusher: not shipping %s: its WER is %s above the "
+                "SavedModel's (tolerance %s)", name,
+                figures and round(figures["wer_increase"], 4),
+                config.TFLITE_MAX_WER_INCREASE[variant])
+            fileio.remove(path)
+        model_push.set_int_custom_property(f"tflite_{variant}_pushed",
+                                           int(shipped))
+        if figures:
+            model_push.set_float_custom_property(f"tflite_{variant}_wer",
+                                                 float(figures["wer"]))

@@ -1,0 +1,1 @@
+"""The TFLiteEvaluator component: the on-device variants scored like the SavedModel."""
