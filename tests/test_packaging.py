@@ -73,7 +73,8 @@ def test_setup_packages_are_the_four_top_level_ones():
     assert {p.split(".")[0] for p in packages} == {
         "pipeline", "tools", "components", "models"}
     for package in ("components.librispeech_example_gen",
-                    "components.model_exporter", "components.pusher"):
+                    "components.model_exporter", "components.pusher",
+                    "components.tflite_evaluator"):
         assert package in packages
 
 

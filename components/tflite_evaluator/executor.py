@@ -161,6 +161,8 @@ class Executor(base_executor.BaseExecutor):
             output_dict[EVALUATION_KEY])
         result = evaluate_variants(examples.uri, exec_properties[SPLIT_KEY],
                                    path_utils.serving_model_path(model.uri))
+        # Kubeflow's launcher hands over the URI only, not a directory.
+        tf.io.gfile.makedirs(evaluation.uri)
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, EVALUATION_FILE),
                                "w") as f:
             f.write(json.dumps(result, indent=2, sort_keys=True))
