@@ -189,6 +189,7 @@ TFLITE_DECODE_STEP_SIGNATURE = "decode_step"
 SAVED_MODEL_VARIANT = "saved_model"  # the reference the variants are held to
 TFLITE_MAX_WER_INCREASE: Dict[str, float] = {TFLITE_FLOAT32: 0.002,
                                              TFLITE_INT8: 0.01}
+VARIANTS: Tuple[str, ...] = (SAVED_MODEL_VARIANT, *TFLITE_FILES)  # as reported
 # Interpreter threads of `transcribe` (None: TFLite's default).
 TFLITE_THREADS: Optional[int] = None
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -187,7 +188,29 @@ def convert(saved_model_dir: str, variant: str) -> bytes:
     elif variant != config.TFLITE_FLOAT32:
         raise ValueError(f"unknown TFLite variant {variant!r}; choose one of "
                          f"{sorted(config.TFLITE_FILES)}")
-    return converter.convert()
+    return _native_stderr_held(converter.convert)
+
+
+def _native_stderr_held(fn):
+    """fn(), with what native code writes to stderr meanwhile held back and
+    shown only if fn fails: the converter's absl warnings (`W0000 ...
+    Ignored output_format`), which TF_CPP_MIN_LOG_LEVEL does not reach, are
+    noise on every successful export."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                return fn()
+            except Exception:
+                os.dup2(saved, 2)
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+                raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def export_tflite(model, tft_output, preset: config.Preset,

@@ -82,7 +82,7 @@ def _tflite_figure(evaluation) -> str:
     from tools import metadata
 
     figures = []
-    for variant in (config.SAVED_MODEL_VARIANT, *config.TFLITE_FILES):
+    for variant in config.VARIANTS:
         wer = metadata.custom_property(evaluation, f"{variant}_wer")
         if wer is None:
             return ""

@@ -203,7 +203,8 @@ def _on_device(summary: Dict) -> str:
     if not tflite:
         return "<p>No TFLite evaluation in this run.</p>"
     rows = []
-    for variant, v in tflite["variants"].items():
+    for variant in (n for n in config.VARIANTS if n in tflite["variants"]):
+        v = tflite["variants"][variant]
         gate = ("reference" if "within_tolerance" not in v else _verdict(
             v["within_tolerance"], f"within {100 * v['max_wer_increase']:.1f}"
             " points", f"{100 * v['wer_increase']:+.1f} points"))

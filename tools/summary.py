@@ -269,10 +269,12 @@ def format_summary(summary: Dict) -> str:
             lines.append("  " + by_subset(test["subsets"]))
     tflite = summary.get("tflite")
     if tflite:
+        variants = tflite["variants"]
         lines.append("on-device, " + tflite["split"] + " split: " + "; ".join(
             f"{variant} WER {pct(v['wer'])}, {v['bytes'] / 1e6:.2f} MB, "
-            f"{v['ms_per_token']:.2f} ms/token"
-            for variant, v in tflite["variants"].items()))
+            f"{v['ms_per_token']:.2f} ms/token" for variant, v in (
+                (name, variants[name]) for name in config.VARIANTS
+                if name in variants)))
     lines.append(f"blessed: {summary.get('blessed')}")
     for failure in (summary.get("validation") or {}).get("failures", []):
         lines.append(f"  failed: {failure['message'] or failure['metric']}")
