@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
@@ -210,6 +211,13 @@ def _static_padding(boundaries: List[int]):
             tokens=_pad_axis(inputs["tokens"], tokens, config.PAD_ID))
         return inputs, _pad_axis(targets, tokens, config.PAD_ID)
     return pad
+
+
+def split_records(examples_uri: str, split: str) -> tf.data.Dataset:
+    """The serialized records of one split of an Examples artifact (TFX
+    writes `Split-<split>/*.gz`)."""
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    return tf.data.TFRecordDataset(files, compression_type="GZIP")
 
 
 def read_shard(files: List[str],

@@ -46,14 +46,14 @@ def evaluate_split(examples_uri: str, split: str, model,
     `limit` decodes only the first utterances (for samples).
     """
     import tensorflow as tf
+    from models import data
     from models import metrics
 
     serve = model.signatures["serving_default"]
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
     keys = (config.TRANSCRIPT_KEY, config.UTTERANCE_ID_KEY, config.SUBSET_KEY)
     spec = {k: tf.io.FixedLenFeature([], tf.string) for k in keys}
     rows: List[tuple] = []
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    records = data.split_records(examples_uri, split)
     if limit is not None:
         records = records.take(limit)
     for batch in records.batch(batch_size):

@@ -29,16 +29,15 @@ def read_split(examples_uri: str, split: str) -> List[Utterance]:
     """Every utterance of one split of raw ExampleGen output, its audio
     decoded as the Transform graph decodes it."""
     import tensorflow as tf
+    from models import data
     from models import preprocessing
 
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
     spec = {config.AUDIO_KEY: tf.io.VarLenFeature(tf.float32),
             config.AUDIO_PCM_KEY: tf.io.VarLenFeature(tf.string),
             config.TRANSCRIPT_KEY: tf.io.FixedLenFeature([], tf.string),
             config.UTTERANCE_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
     rows: List[Utterance] = []
-    for batch in tf.data.TFRecordDataset(files,
-                                         compression_type="GZIP").batch(16):
+    for batch in data.split_records(examples_uri, split).batch(16):
         parsed = tf.io.parse_example(batch, spec)
         samples, lengths = preprocessing.raw_audio(parsed)
         for i, n in enumerate(lengths.numpy()):
