@@ -9,7 +9,8 @@ in two deliberate ways: it feeds the encoder 80-bin log-mel features through a
 conv stem of kernel 9 / stride 2 instead of the paper's raw-waveform stem, and
 it predicts a 31-symbol character vocabulary instead of the 32k BPE. Both
 are switches of ModelConfig: `frontend='waveform'` and
-`vocabulary='moonshine_bpe'` give the published model.
+`vocabulary='moonshine_bpe'` give the published model; a third vocabulary,
+`'learned_wordpiece'`, is learned from the training transcripts.
 """
 
 from __future__ import annotations
@@ -52,17 +53,33 @@ assert VOCAB_SIZE == 31, VOCAB_SIZE
 # tokenizer.json): 32,000 pieces plus 768 reserved special ids, the 32,768 rows
 # of the official embedding. Its <s> and </s> are SOS_ID and EOS_ID; its
 # <unk> shares PAD_ID, and byte fallback means encoding never emits it.
+# 'learned_wordpiece': LEARNED_VOCAB_SIZE WordPiece pieces (specials first)
+# learned by Transform from the training split's transcripts
+# (models/wordpiece.py): a few hundred pieces, as icefall's 500-piece BPE
+# for LibriSpeech; 256 because the embedded corpus's 1,449 training words
+# would make a larger vocabulary mostly whole words.
 CHARACTER_VOCABULARY = "characters"
 MOONSHINE_BPE_VOCABULARY = "moonshine_bpe"
+LEARNED_VOCABULARY = "learned_wordpiece"
 MOONSHINE_BPE_VOCAB_SIZE = 32_768
+LEARNED_VOCAB_SIZE = 256
 VOCABULARY_SIZES: Dict[str, int] = {
     CHARACTER_VOCABULARY: VOCAB_SIZE,
     MOONSHINE_BPE_VOCABULARY: MOONSHINE_BPE_VOCAB_SIZE,
+    LEARNED_VOCABULARY: LEARNED_VOCAB_SIZE,
 }
+# The learned vocabulary's pieces (WordPiece vocab.txt: one per line, line
+# number = id): an asset of the Transform graph (tft.annotate_asset name) and
+# a file beside the exported SavedModel and its TFLite files, which decode
+# with it.
+LEARNED_VOCABULARY_ASSET = "learned_wordpiece_vocab.txt"
 # BPE is tokenised in Python (merges are no TF graph op): the ExampleGen
 # writes each transcript's ids (no <s>/</s>) as this int64 feature when its
 # pipeline trains that vocabulary, and Transform wraps them in <s> ... </s>.
 MOONSHINE_BPE_IDS_KEY = "moonshine_bpe_ids"
+# The vocabularies whose ids the ExampleGen writes; Transform tokenises the
+# others itself.
+EXAMPLE_GEN_ID_VOCABULARIES: Tuple[str, ...] = (MOONSHINE_BPE_VOCABULARY,)
 
 # Greedy decoding is capped by audio duration, as the official model caps it
 # at ~6 BPE tokens per second; characters need a proportionally larger cap
@@ -242,7 +259,8 @@ class ModelConfig:
     # vocabulary's own size (VOCABULARY_SIZES); a larger table is allowed
     # (its extra ids are never targets), a smaller one is an error.
     vocab_size: Optional[int] = None
-    # CHARACTER_VOCABULARY or MOONSHINE_BPE_VOCABULARY (see above).
+    # CHARACTER_VOCABULARY, MOONSHINE_BPE_VOCABULARY or LEARNED_VOCABULARY
+    # (see above).
     vocabulary: str = CHARACTER_VOCABULARY
     # LOG_MEL_FRONTEND (the seed's stem over Transform's features) or
     # WAVEFORM_FRONTEND (the paper's conv 127/64 stem over raw audio).

@@ -7,9 +7,11 @@ pruned away), so features cannot skew between training and serving.
 
 `custom_config` (Transform's) holds, only where they differ from the
 defaults (so other runs keep their cache), the model options the features
-depend on: see `transform_options`. Either vocabulary gives the same
-TOKENS_KEY layout, `<s> ids </s>`: characters are tokenised here, BPE ids
-come from the raw examples (the ExampleGen writes them, see models/bpe.py).
+depend on: see `transform_options`. Every vocabulary gives the same
+TOKENS_KEY layout, `<s> ids </s>`: characters are tokenised here, the
+learned WordPiece vocabulary is learned on the analysed split and tokenised
+here (models/wordpiece.py), the official BPE's ids come from the raw
+examples (the ExampleGen writes them, see models/bpe.py).
 
 Besides the features, the analyzers count the training split's input
 lengths (`data.LENGTH_COUNTS_VOCABULARY`), from which the Trainer sizes its
@@ -19,15 +21,20 @@ epochs without reading the data first.
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import List
 
+import apache_beam as beam
 import tensorflow as tf
 import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
 
 from models import config
 from models import data
 from models import features
 from models import pcm
 from models import tokenizer
+from models import wordpiece
 
 # Keeps the z-score finite for a mel bin that never varies (e.g. digital silence).
 _VARIANCE_EPSILON = 1e-5
@@ -87,12 +94,61 @@ def _with_sos_eos(ids: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.concat([sos, tf.cast(ids, tf.int64), eos], axis=1)
 
 
+class _LearnWordPiece(tft_beam.experimental.PTransformAnalyzer):
+    """Batches of transcripts -> the path of the learned pieces' vocab.txt,
+    written under the analyzer's temp dir (TFT copies it into the graph's
+    assets)."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self._vocab_size = vocab_size
+
+    def _train(self, transcripts: List[str]) -> bytes:
+        path = os.path.join(self.base_temp_dir, config.LEARNED_VOCABULARY_ASSET)
+        tf.io.gfile.makedirs(self.base_temp_dir)
+        wordpiece.write_pieces(wordpiece.train(transcripts, self._vocab_size),
+                               path)
+        return path.encode("utf-8")
+
+    def expand(self, batches):
+        return (
+            batches
+            | "Transcripts" >> beam.FlatMap(
+                lambda batch: [t.decode("utf-8", errors="replace")
+                               for t in batch[0].reshape(-1)])
+            # One trainer sees every transcript: text is small beside audio
+            # (LibriSpeech 960 h: ~50 MB).
+            | "Collect" >> beam.combiners.ToList()
+            | "Train" >> beam.Map(self._train))
+
+
+def learn_wordpiece(transcripts: tf.Tensor,
+                    vocab_size: int = config.LEARNED_VOCAB_SIZE) -> tf.Tensor:
+    """TFT analyzer: the pieces [n] of a WordPiece vocabulary of at most
+    `vocab_size` learned on the analysed split's transcripts [batch], read
+    from the graph's asset config.LEARNED_VOCABULARY_ASSET."""
+    (path,) = tft.experimental.ptransform_analyzer(
+        inputs=[transcripts], ptransform=_LearnWordPiece(vocab_size),
+        output_dtypes=[tf.string], output_shapes=[[]],
+        # Before analysis (tracing only): the specials alone.
+        output_asset_default_values=["".join(
+            p + "\n" for p in wordpiece.SPECIAL_TOKENS).encode("utf-8")],
+        name="learn_wordpiece")
+    # The file's name in the graph's assets/ is _LearnWordPiece's.
+    tft.annotate_asset(config.LEARNED_VOCABULARY_ASSET,
+                       config.LEARNED_VOCABULARY_ASSET)
+    return tf.strings.split(tf.strings.strip(tf.io.read_file(path)), "\n")
+
+
 def transcript_tokens(inputs, transcript: tf.Tensor,
                       vocabulary: str = config.CHARACTER_VOCABULARY
                       ) -> tf.RaggedTensor:
     """`<s> ids </s>` per example [batch, (n)] int64, in `vocabulary`."""
     if vocabulary == config.CHARACTER_VOCABULARY:
         return tokenizer.tf_encode(transcript)
+    if vocabulary == config.LEARNED_VOCABULARY:
+        return _with_sos_eos(wordpiece.tf_encode(
+            transcript, learn_wordpiece(transcript)))
     if vocabulary != config.MOONSHINE_BPE_VOCABULARY:
         raise ValueError(f"unknown vocabulary {vocabulary!r}; choose one of "
                          f"{sorted(config.VOCABULARY_SIZES)}")

@@ -10,14 +10,19 @@ detokenisation):
 - `serving_default`: serialized tf.Examples in the raw ExampleGen format,
   which is what TFMA's Evaluator feeds.
 Detokenisation is the model's vocabulary's, in the graph: the characters'
-`tokenizer.tf_decode` or the official BPE's `bpe.tf_decode`.
+`tokenizer.tf_decode`, the official BPE's `bpe.tf_decode`, or the learned
+WordPiece's `wordpiece.tf_decode` over the pieces Transform learned (whose
+vocab.txt, config.LEARNED_VOCABULARY_ASSET, is also written beside the
+SavedModel and its TFLite files).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -25,6 +30,7 @@ from models import bpe
 from models import config
 from models import decoding
 from models import tokenizer
+from models import wordpiece
 
 PRESET_ASSET = "moonshine_preset.json"
 # What the Trainer writes into its model artifact: TF-checkpoint weights of
@@ -97,11 +103,33 @@ def raw_audio_features(audio: tf.Tensor, num_samples: tf.Tensor,
     return raw
 
 
-def tf_detokenizer(vocabulary: str):
-    """The vocabulary's in-graph decoder: token ids [B, N] -> text [B]."""
+def tf_detokenizer(vocabulary: str,
+                   learned_pieces: Optional[Sequence[str]] = None):
+    """The vocabulary's in-graph decoder: token ids [B, N] -> text [B]
+    (the learned vocabulary's needs its pieces, `learned_pieces_in`)."""
     if vocabulary == config.MOONSHINE_BPE_VOCABULARY:
         return bpe.tf_decode
+    if vocabulary == config.LEARNED_VOCABULARY:
+        if learned_pieces is None:
+            raise ValueError(
+                f"vocabulary {vocabulary!r} decodes with the pieces in its "
+                f"{config.LEARNED_VOCABULARY_ASSET}, and none was found")
+        return functools.partial(wordpiece.tf_decode,
+                                 vocab=list(learned_pieces))
     return tokenizer.tf_decode
+
+
+def learned_pieces_in(directory: str) -> Optional[List[str]]:
+    """The learned vocabulary's pieces from the vocab.txt that
+    export_serving_model writes beside a model, or None if there is none."""
+    path = os.path.join(directory, config.LEARNED_VOCABULARY_ASSET)
+    return wordpiece.read_pieces(path) if tf.io.gfile.exists(path) else None
+
+
+def learned_vocabulary_file(tf_transform_output) -> Optional[str]:
+    """The vocab.txt Transform learned, or None (another vocabulary)."""
+    return tf_transform_output.vocabulary_file_by_name(
+        config.LEARNED_VOCABULARY_ASSET)
 
 
 def checked_audio(audio: tf.Tensor, num_samples: tf.Tensor):
@@ -140,7 +168,10 @@ class MoonshineServingModule(tf.Module):
         self._raw_spec = tf_transform_output.raw_feature_spec()
         self._front_end = preset.model.front_end
         self._decode = preset.decode
-        self._detokenize = tf_detokenizer(preset.model.vocabulary)
+        learned = learned_vocabulary_file(tf_transform_output)
+        self._detokenize = tf_detokenizer(
+            preset.model.vocabulary,
+            wordpiece.read_pieces(learned) if learned else None)
 
     def _model_inputs(self, transformed):
         """The front end's padded input [B, units(, channels)] and lengths."""
@@ -210,6 +241,12 @@ def export_serving_model(model, tf_transform_output, preset: config.Preset,
     # Beside the SavedModel so `transcribe` and reports can show what was served.
     with tf.io.gfile.GFile(os.path.join(export_dir, PRESET_ASSET), "w") as f:
         json.dump(config.preset_to_dict(preset), f, indent=2)
+    # The learned vocabulary's model, for the TFLite files' host decoding and
+    # for users: the graph itself decodes with constants.
+    learned = learned_vocabulary_file(tf_transform_output)
+    if learned:
+        tf.io.gfile.copy(learned, os.path.join(
+            export_dir, config.LEARNED_VOCABULARY_ASSET), overwrite=True)
     return export_dir
 
 

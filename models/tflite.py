@@ -288,6 +288,18 @@ def vocabulary_of(model_path: str, vocab_size: int) -> str:
     return matches[0]
 
 
+def attach_vocabulary(model: "LiteModel", model_path: str) -> None:
+    """Sets a converted model's vocabulary (vocabulary_of) and, for the
+    learned one, its pieces from the vocab.txt exported beside it."""
+    from models import serving
+
+    model.vocabulary = vocabulary_of(model_path, model.vocab_size)
+    if model.vocabulary == config.LEARNED_VOCABULARY:
+        model.learned_pieces = serving.learned_pieces_in(
+            os.path.dirname(model_path))
+        serving.tf_detokenizer(model.vocabulary, model.learned_pieces)
+
+
 class LiteModel:
     """A converted Moonshine in tf.lite.Interpreter: greedy decoding with the
     loop in Python, one utterance at a time."""
@@ -302,6 +314,8 @@ class LiteModel:
         self.step = self.interpreter.get_signature_runner(
             config.TFLITE_DECODE_STEP_SIGNATURE)
         self.vocabulary = vocabulary
+        # The learned vocabulary's pieces (serving.learned_pieces_in).
+        self.learned_pieces = None
 
     @property
     def vocab_size(self) -> int:
@@ -409,7 +423,7 @@ class LiteModel:
     def detokenize(self, tokens: Sequence[int]) -> str:
         """Text of token ids, by the serving graph's own decoder (eagerly)."""
         from models import serving
-        decode = serving.tf_detokenizer(self.vocabulary)
+        decode = serving.tf_detokenizer(self.vocabulary, self.learned_pieces)
         return decode(tf.constant([list(tokens) or [config.EOS_ID]])
                       ).numpy()[0].decode()
 

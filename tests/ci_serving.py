@@ -24,10 +24,14 @@ def noise(seconds, seed=0, amplitude=0.3) -> np.ndarray:
         np.float32)
 
 
-def analyse_transform(transform_dir: str) -> str:
-    """Transform's graph over three noise utterances, with the raw schema
-    beside it as TFX's Transform writes it (serving reads the audio
-    feature's spec from there)."""
+def analyse_transform(transform_dir: str, transcripts=(b"HELLO",) * 3,
+                      model_config=None) -> str:
+    """Transform's graph over one noise utterance per transcript, for
+    `model_config`'s features and vocabulary (default: the seed's), with the
+    raw schema beside it as TFX's Transform writes it (serving reads the
+    audio feature's spec from there)."""
+    import functools
+
     import apache_beam as beam
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -41,16 +45,21 @@ def analyse_transform(transform_dir: str) -> str:
             config.TRANSCRIPT_KEY: tf.io.FixedLenFeature([1], tf.string),
             config.UTTERANCE_ID_KEY: tf.io.FixedLenFeature([1], tf.string),
             config.DURATION_KEY: tf.io.FixedLenFeature([1], tf.float32)}
-    raw = [{config.AUDIO_KEY: noise(0.5 + 0.3 * i, seed=i),
-            config.TRANSCRIPT_KEY: [b"HELLO"],
+    raw = [{config.AUDIO_KEY: noise(0.5 + 0.3 * (i % 3), seed=i),
+            config.TRANSCRIPT_KEY: [text],
             config.UTTERANCE_ID_KEY: [f"1-2-{i:04d}".encode()],
-            config.DURATION_KEY: [0.5 + 0.3 * i]} for i in range(3)]
+            config.DURATION_KEY: [0.5 + 0.3 * (i % 3)]}
+           for i, text in enumerate(transcripts)]
+    preprocessing_fn = functools.partial(
+        preprocessing.preprocessing_fn,
+        custom_config=preprocessing.transform_options(model_config)
+        if model_config is not None else None)
     metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec(spec))
     with beam.Pipeline() as p, tft_beam.Context(temp_dir=tempfile.mkdtemp()):
         transform_fn = (
             (p | beam.Create(raw), metadata)
-            | tft_beam.AnalyzeDataset(preprocessing.preprocessing_fn))
+            | tft_beam.AnalyzeDataset(preprocessing_fn))
         _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
     metadata_io.write_metadata(metadata, os.path.join(
         transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))

@@ -117,14 +117,17 @@ def test_component_vocabulary_option():
     assert executor.vocabulary(gen.exec_properties) == (
         config.MOONSHINE_BPE_VOCABULARY)
     assert executor.audio_limits(gen.exec_properties)[1] == 20.0
-    # The character vocabulary is the default and leaves the exec
-    # properties (so the cache key) as they were.
+    # The vocabularies Transform tokenises (the default characters, the
+    # learned pieces) leave the exec properties (so the cache key) as they
+    # were.
     plain = component.LibriSpeechExampleGen(input_base="/data")
-    chars = component.LibriSpeechExampleGen(
-        input_base="/data", vocabulary=config.CHARACTER_VOCABULARY)
-    assert chars.exec_properties == plain.exec_properties
-    assert executor.vocabulary(chars.exec_properties) == (
-        config.CHARACTER_VOCABULARY)
+    for vocabulary in (config.CHARACTER_VOCABULARY,
+                       config.LEARNED_VOCABULARY):
+        gen = component.LibriSpeechExampleGen(input_base="/data",
+                                              vocabulary=vocabulary)
+        assert gen.exec_properties == plain.exec_properties, vocabulary
+        assert executor.vocabulary(gen.exec_properties) == (
+            config.CHARACTER_VOCABULARY)
     with pytest.raises(ValueError, match="unknown vocabulary 'bpe'"):
         component.LibriSpeechExampleGen(input_base="/data", vocabulary="bpe")
 

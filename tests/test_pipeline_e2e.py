@@ -126,6 +126,8 @@ def test_tflite_variants_are_scored_and_gated(gated_runs):
     for name, v in variants.items():
         assert v["examples"] == n_eval, name
         assert v["bytes"] > 0 and v["ms_per_token"] > 0 and v["tokens"] > 0
+        assert v["tokens_per_audio_second"] == pytest.approx(
+            v["tokens"] / v["audio_seconds"], rel=1e-3)
     # The SavedModel decoded here scores as TFMA scored it.
     assert abs(variants[config.SAVED_MODEL_VARIANT]["wer"]
                - summary["wer"]) < 1e-6

@@ -58,7 +58,10 @@ def _add_model_args(p, default_preset: str) -> None:
                    help="the model's output vocabulary, replacing the "
                    f"preset's ({config.CHARACTER_VOCABULARY}): "
                    f"{config.MOONSHINE_BPE_VOCABULARY} is the official "
-                   "model's 32k BPE, whose embedding --init-from imports")
+                   "model's 32k BPE, whose embedding --init-from imports; "
+                   f"{config.LEARNED_VOCABULARY} is "
+                   f"{config.LEARNED_VOCAB_SIZE} subword pieces that "
+                   "Transform learns from the training transcripts")
     p.add_argument("--frontend", choices=config.FRONTENDS,
                    help="the encoder's front end, replacing the preset's "
                    f"({config.LOG_MEL_FRONTEND}): "

@@ -209,19 +209,25 @@ def _on_device(summary: Dict) -> str:
             v["within_tolerance"], f"within {100 * v['max_wer_increase']:.1f}"
             " points", f"{100 * v['wer_increase']:+.1f} points"))
         rows.append((_e(variant), _pct(v["wer"]), _pct(v["cer"]),
-                     _num(v["bytes"] / 1e6, 2), _num(v["ms_per_token"], 2),
+                     _num(v["bytes"] / 1e6, 2),
+                     _num(v.get("tokens_per_audio_second"), 1),
+                     _num(v["ms_per_token"], 2),
                      _num(v["ms_per_utterance"], 0),
                      _num(v["real_time_factor"], 3), gate,
                      _verdict(v.get("pushed"), "yes", "no")
                      if "pushed" in v else "n/a"))
     decode = tflite.get("decode") or {}
+    vocabulary = (summary.get("vocabulary") or {}).get("name")
     return (f"<p>{tflite['variants'][config.SAVED_MODEL_VARIANT]['examples']} "
             f"{_e(tflite['split'])} utterances "
             f"({_num(tflite.get('audio_seconds'))} s), one at a time, beam "
-            f"width {_e(decode.get('beam_width'))} on every variant.</p>\n"
-            + _table(("variant", "WER", "CER", "MB", "ms/token",
-                      "ms/utterance", "real-time factor", "WER gate",
-                      "pushed"), rows, numeric=(1, 2, 3, 4, 5, 6)))
+            f"width {_e(decode.get('beam_width'))} on every variant"
+            + (f", vocabulary {_e(vocabulary)}" if vocabulary else "")
+            + ".</p>\n"
+            + _table(("variant", "WER", "CER", "MB", "tokens/audio-s",
+                      "ms/token", "ms/utterance", "real-time factor",
+                      "WER gate", "pushed"), rows,
+                     numeric=(1, 2, 3, 4, 5, 6, 7)))
 
 
 def render_report(summary: Dict) -> str:

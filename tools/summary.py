@@ -102,6 +102,8 @@ def build_summary(paths, preset_name: str, data_root: str,
     summary.update(_pushes(store))
     summary.update(_model_dirs(store, pipeline_name))
     scored_dir = summary["pushed_model_dir"] or summary["exported_model_dir"]
+    summary["vocabulary"] = (_vocabulary(store, scored_dir, pipeline_name)
+                             if scored_dir else None)
     if examples is not None and scored_dir:
         summary.update(_scored_splits(examples, scored_dir, summary["examples"],
                                       test_split, eval_split))
@@ -192,6 +194,30 @@ def _model_dirs(store, pipeline_name: str) -> Dict:
         if fileio.exists(path):
             dirs[name.split(".")[0]] = path
     return dirs
+
+
+def _vocabulary(store, model_dir: str, pipeline_name: str) -> Optional[Dict]:
+    """The served model's vocabulary: its name, its ids, and for the learned
+    one the pieces file exported beside the model and the Transform graph
+    (artifact) that learned it, the ModelExporter's input."""
+    from models import serving
+    from models import tflite
+
+    preset = tflite.exported_preset(os.path.join(model_dir, "saved_model.pb"))
+    if preset is None:
+        return None
+    name = preset.model.vocabulary
+    out: Dict = {"name": name, "size": config.VOCABULARY_SIZES[name]}
+    if name == config.LEARNED_VOCABULARY:
+        pieces = serving.learned_pieces_in(model_dir)
+        out["size"] = len(pieces) if pieces else None
+        out["file"] = os.path.join(model_dir, config.LEARNED_VOCABULARY_ASSET)
+        exporter = metadata.latest_execution(store, pipeline_name,
+                                             EXPORTER_ID)
+        graphs = (metadata.artifacts_by_key(store, exporter.id).get(
+            "transform_graph", []) if exporter else [])
+        out["learned_in"] = graphs[0].uri if graphs else None
+    return out
 
 
 def _scored_splits(examples, model_dir: str, split_counts: Dict,

@@ -125,7 +125,7 @@ def tflite_transcriber(model_path: str,
         raise TranscriptionError(f"--model {model_path}: not a converted "
                                  f"Moonshine model ({problem})") from None
     try:
-        model.vocabulary = tflite.vocabulary_of(model_path, model.vocab_size)
+        tflite.attach_vocabulary(model, model_path)
         preset = tflite.exported_preset(model_path)
     except (OSError, ValueError, tf.errors.OpError) as e:
         raise TranscriptionError(f"--model {model_path}: {e}") from None

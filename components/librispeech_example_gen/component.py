@@ -144,8 +144,11 @@ def _merged_custom_config(custom_config, max_audio_seconds, min_audio_seconds,
         values[executor.MIN_AUDIO_SECONDS_KEY] = min_audio_seconds
     if vocabulary is not None:
         values[executor.VOCABULARY_KEY] = vocabulary
-    # The default writes nothing extra: left out, such runs keep their cache.
-    if values.get(executor.VOCABULARY_KEY) == config.CHARACTER_VOCABULARY:
+    # A vocabulary Transform tokenises needs nothing extra here: left out,
+    # runs that differ only in it share the data steps' cache.
+    vocabulary = values.get(executor.VOCABULARY_KEY)
+    if (vocabulary in config.VOCABULARY_SIZES
+            and vocabulary not in config.EXAMPLE_GEN_ID_VOCABULARIES):
         del values[executor.VOCABULARY_KEY]
     return make_custom_config(values) if values else None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 from tfx import types
@@ -53,7 +53,7 @@ def _tokens_until_eos(ids) -> int:
         [i for i in ids if i != config.PAD_ID])
 
 
-def _saved_model_decoder(model_dir: str):
+def saved_model_decoder(model_dir: str):
     """utterance -> (text, tokens) by the SavedModel's transcribe signature."""
     import tensorflow as tf
     signature = tf.saved_model.load(model_dir).signatures[
@@ -67,14 +67,15 @@ def _saved_model_decoder(model_dir: str):
     return decode
 
 
-def _tflite_decoder(path: str, decode_config: config.DecodeConfig,
-                    vocabulary: str):
+def tflite_decoder(path: str, decode_config: config.DecodeConfig,
+                   num_threads: Optional[int] = config.TFLITE_THREADS):
     """utterance -> (text, tokens) by a TFLite file, decoding as the
     SavedModel beside it decodes."""
     import tensorflow as tf
     from models import tflite
     with tf.io.gfile.GFile(path, "rb") as f:
-        model = tflite.LiteModel(f.read(), vocabulary)
+        model = tflite.LiteModel(f.read(), num_threads=num_threads)
+    tflite.attach_vocabulary(model, path)  # the preset exported beside it
 
     def decode(audio) -> Tuple[str, int]:
         tokens = model.tokens(audio, decode_config)
@@ -109,6 +110,9 @@ def score(decode, utterances: List[Utterance]) -> Dict:
     return {"wer": metrics.word_error_rate(refs, hyps),
             "cer": metrics.char_error_rate(refs, hyps),
             "examples": len(utterances), "tokens": tokens,
+            "audio_seconds": round(audio_seconds, 3),
+            # Decoder steps per audio-second: what the vocabulary sets.
+            "tokens_per_audio_second": round(tokens / audio_seconds, 3),
             "decode_seconds": round(seconds, 3),
             "real_time_factor": round(seconds / audio_seconds, 5),
             "ms_per_utterance": round(1000 * seconds / len(utterances), 2),
@@ -125,13 +129,12 @@ def evaluate_variants(examples_uri: str, split: str, model_dir: str) -> Dict:
     if not utterances:
         raise ValueError(f"{examples_uri}: split {split!r} has no examples "
                          "to score the TFLite variants on")
-    reference = score(_saved_model_decoder(model_dir), utterances)
+    reference = score(saved_model_decoder(model_dir), utterances)
     reference["bytes"] = saved_model_bytes(model_dir)
     variants = {config.SAVED_MODEL_VARIANT: reference}
     for variant, name in config.TFLITE_FILES.items():
         path = os.path.join(model_dir, name)
-        result = score(_tflite_decoder(path, preset.decode,
-                                       preset.model.vocabulary), utterances)
+        result = score(tflite_decoder(path, preset.decode), utterances)
         result["bytes"] = tf.io.gfile.stat(path).length
         result["wer_increase"] = result["wer"] - reference["wer"]
         result["max_wer_increase"] = config.TFLITE_MAX_WER_INCREASE[variant]
