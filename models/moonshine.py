@@ -22,7 +22,9 @@ Two front ends (`config.frontend`):
 - 'waveform' (the paper's): audio [B, samples] -> Conv1D(dim, 127, 64, no
   bias) -> tanh -> GroupNorm(1) -> Conv1D(2 dim, 7, 3) -> GELU ->
   Conv1D(dim, 3, 2) -> GELU, all 'valid'.
-Neither adds a positional embedding: position comes from the rotary embedding.
+Neither adds a positional embedding: position comes from the rotary embedding,
+unless `config.absolute_positions` adds Whisper's sinusoids to the encoder's
+input frames (a departure from the paper, for small corpora).
 """
 
 from __future__ import annotations
@@ -122,6 +124,18 @@ def rotary_angles(positions, rotary_dim: int, base: float) -> Rotary:
     angles = tf.cast(positions, tf.float32)[:, None] * inv_freq[None, :]
     angles = tf.repeat(angles, 2, axis=-1)  # [f0, f0, f1, f1, ...]
     return tf.cos(angles), tf.sin(angles)
+
+
+def sinusoids(length, channels: int, max_timescale: float = 10_000.0
+              ) -> tf.Tensor:
+    """[length, channels] sin | cos absolute position codes (Whisper's
+    `sinusoids`, its geometric timescales from 1 to max_timescale)."""
+    half = channels // 2
+    increment = tf.math.log(max_timescale) / (half - 1)
+    inv_timescales = tf.exp(-increment * tf.range(half, dtype=tf.float32))
+    scaled = (tf.cast(tf.range(length), tf.float32)[:, None]
+              * inv_timescales[None, :])
+    return tf.concat([tf.sin(scaled), tf.cos(scaled)], axis=1)
 
 
 def apply_rotary(x: tf.Tensor, rotary: Rotary) -> tf.Tensor:
@@ -406,6 +420,8 @@ class Encoder(keras.layers.Layer):
     def call(self, inputs, lengths, training=False):
         x, lengths = self.frontend(inputs, lengths)
         frames = tf.shape(x)[1]
+        if self.config.absolute_positions:
+            x = x + tf.cast(sinusoids(frames, self.config.dim), x.dtype)
         valid = sequence_mask(lengths, frames)
         rotary = rotary_angles(tf.range(frames), self.config.rotary_dim,
                                self.config.rope_base)
