@@ -339,12 +339,6 @@ class TrainConfig:
     freq_mask_fraction: float = 0.34  # 27 of 80 bins, LibriSpeech's F
     time_masks: int = 2
     time_mask_fraction: float = 0.05
-    # Feature-space stand-ins for speed perturbation and VTLP (Ko et al.
-    # 2015; Jaitly & Hinton 2013): each batch is stretched in time by a factor
-    # in 1 +- time_stretch and each utterance's mel axis warped by a factor in
-    # 1 +- freq_warp, so few voices look like many. 0 disables.
-    time_stretch: float = 0.0
-    freq_warp: float = 0.0
     # Room acoustics and background noise on the training waveforms, before
     # the features (models/room.py), so both front ends get them; eval and
     # serving never do. With probability reverb_probability an utterance is
@@ -360,6 +354,12 @@ class TrainConfig:
     noise_probability: float = 0.0
     noise_snr_db: Tuple[float, float] = (10.0, 30.0)
     noise_exponent: Tuple[float, float] = (0.0, 2.0)
+    # Feature-space stand-ins for speed perturbation and VTLP (Ko et al.
+    # 2015; Jaitly & Hinton 2013): each batch is stretched in time by a factor
+    # in 1 +- time_stretch and each utterance's mel axis warped by a factor in
+    # 1 +- freq_warp, so few voices look like many. 0 disables.
+    time_stretch: float = 0.0
+    freq_warp: float = 0.0
     # Exported weights are an exponential moving average of the trained ones
     # (as ESPnet and icefall average checkpoints); 0 exports the last step.
     ema_momentum: float = 0.0
