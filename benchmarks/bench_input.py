@@ -17,12 +17,14 @@ preset at 3,000 audio-hours per GPU-hour consumes 3,000 audio-s/s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from typing import Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -35,13 +37,18 @@ SECTION = "Trainer input pipeline (read, parse, bucket, augment; no model)"
 
 
 def measure_child(transform_graph: str, train_files: str, preset_name: str,
-                  batches: int) -> dict:
+                  batches: int, train_overrides: Optional[dict] = None
+                  ) -> dict:
+    """The preset's input pipeline rate; train_overrides replace TrainConfig
+    fields (e.g. the waveform augmentation's, models/room.py)."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from models import augment, config, data
 
     preset = config.get_preset(preset_name)
+    preset = dataclasses.replace(preset, train=dataclasses.replace(
+        preset.train, **(train_overrides or {})))
     output = tft.TFTransformOutput(transform_graph)
     ds = data.make_dataset([train_files], output, preset, training=True)
     step = tf.function(lambda x: augment.augment(
@@ -50,15 +57,18 @@ def measure_child(transform_graph: str, train_files: str, preset_name: str,
     for _ in range(5):  # warm-up: the shuffle buffer, tracing
         step(next(it)[0])
     frames = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(batches):
         inputs, _ = next(it)
         features, _ = step(inputs)
         features.numpy()
         frames += int(tf.reduce_sum(inputs["lengths"]))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    audio_seconds = frames * config.HOP_SECONDS
     return {"preset": preset_name, "batch_size": preset.train.batch_size,
-            "audio_s_per_s": frames * config.HOP_SECONDS / elapsed,
+            "audio_s_per_s": audio_seconds / elapsed,
+            "cpu_s_per_audio_s": cpu / audio_seconds,
             "peak_rss_mb": common.peak_rss_mb()}
 
 

@@ -346,6 +346,21 @@ class TrainConfig:
     freq_mask_fraction: float = 0.34  # 27 of 80 bins, LibriSpeech's F
     time_masks: int = 2
     time_mask_fraction: float = 0.05
+    # Room acoustics and background noise on the training waveforms, before
+    # the features (models/room.py), so both front ends get them; eval and
+    # serving never do. With probability reverb_probability an utterance is
+    # convolved with a generated room: a direct path and a decaying tail of
+    # an RT60 uniform in reverb_rt60_seconds, the direct path reverb_drr_db
+    # (uniform) above the tail in energy. Then, with probability
+    # noise_probability, noise is added at an SNR uniform in noise_snr_db
+    # (against the utterance's own RMS), its power falling as f ** -e with e
+    # uniform in noise_exponent (0 white, 1 pink, 2 brown). 0 disables.
+    reverb_probability: float = 0.0
+    reverb_rt60_seconds: Tuple[float, float] = (0.1, 0.7)
+    reverb_drr_db: Tuple[float, float] = (0.0, 12.0)
+    noise_probability: float = 0.0
+    noise_snr_db: Tuple[float, float] = (10.0, 30.0)
+    noise_exponent: Tuple[float, float] = (0.0, 2.0)
     # Feature-space stand-ins for speed perturbation and VTLP (Ko et al.
     # 2015; Jaitly & Hinton 2013): each batch is stretched in time by a factor
     # in 1 +- time_stretch and each utterance's mel axis warped by a factor in
@@ -388,6 +403,21 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got "
                                  f"{getattr(self, name)}")
+        for name in ("reverb_probability", "noise_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got "
+                                 f"{getattr(self, name)}")
+        for name in ("reverb_rt60_seconds", "reverb_drr_db", "noise_snr_db",
+                     "noise_exponent"):
+            # A preset read back from JSON has lists: keep (low, high) tuples.
+            low, high = getattr(self, name)
+            object.__setattr__(self, name, (float(low), float(high)))
+            if low > high:
+                raise ValueError(f"{name} must be (low, high), got "
+                                 f"{getattr(self, name)}")
+        if self.reverb_rt60_seconds[0] <= 0:
+            raise ValueError("reverb_rt60_seconds must be > 0, got "
+                             f"{self.reverb_rt60_seconds}")
 
 
 @dataclasses.dataclass(frozen=True)

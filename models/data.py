@@ -10,7 +10,8 @@ float32 log-mel through GZIP cost more than computing it
 (BENCHMARKS.md, "Data steps at scale"), and features computed here are as
 cheap per epoch as reading them back would be. Augmentation happens on the
 batches inside the train step (models/augment.py), as icefall keeps its data
-module apart from its training loop. Lengths are in the front end's unit
+module apart from its training loop, except rooms and noise, which act on
+the training waveforms before the features (models/room.py). Lengths are in the front end's unit
 (config.FrontEnd: frames of log-mel, or samples of waveform).
 
 An epoch is the number of batches one pass of the training data fills; it is
@@ -28,6 +29,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import tensorflow as tf
 
 from models import config
+from models import room
 
 # Length buckets grow geometrically, so padding inside a batch stays under
 # 1 - 1/BUCKET_RATIO whatever the utterance length (as Lhotse's and icefall's
@@ -55,16 +57,30 @@ _RAW_FEATURES = (config.AUDIO_PCM_KEY, config.AUDIO_KEY,
                  config.TRANSCRIPT_KEY, config.MOONSHINE_BPE_IDS_KEY)
 
 
-def raw_to_features(tf_transform_output, front: config.FrontEnd):
+def raw_to_features(tf_transform_output, front: config.FrontEnd,
+                    waveform_augment=None):
     """A batch of serialized raw examples -> (features ragged [B, (units)
     (, channels)], lengths [B], tokens ragged [B, (n)]) through Transform's
-    graph."""
+    graph.
+
+    With waveform_augment ((samples, lengths, batch index) -> samples,
+    models/room.py) the function takes (batch index, serialized): the audio
+    is decoded as the graph decodes it, augmented, and fed to the same graph
+    as float audio, the way the serving signature feeds it."""
     spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items()
             if k in _RAW_FEATURES}
     layer = tf_transform_output.transform_features_layer()
 
-    def transform(serialized):
-        out = layer(tf.io.parse_example(serialized, spec))
+    def transform(serialized, index=None):
+        raw = tf.io.parse_example(serialized, spec)
+        if waveform_augment is not None:
+            # Imported here: preprocessing imports this module.
+            from models import preprocessing, serving
+
+            samples, lengths = preprocessing.raw_audio(raw)
+            raw.update(serving.raw_audio_features(
+                waveform_augment(samples, lengths, index), lengths, spec))
+        out = layer(raw)
         lengths = tf.cast(out[front.length_key], tf.int64)
         values = tf.RaggedTensor.from_sparse(out[front.feature_key])
         if front.channels is not None:
@@ -72,6 +88,8 @@ def raw_to_features(tf_transform_output, front: config.FrontEnd):
                 tf.reshape(values.flat_values, [-1, front.channels]), lengths)
         tokens = tf.RaggedTensor.from_sparse(out[config.TOKENS_KEY])
         return values, tf.cast(lengths, tf.int32), tf.cast(tokens, tf.int32)
+    if waveform_augment is not None:
+        return lambda index, serialized: transform(serialized, index)
     return transform
 
 
@@ -278,8 +296,15 @@ def make_dataset(file_patterns: List[str], tf_transform_output,
                         reshuffle_each_iteration=True)
     if training or input_context is not None:
         ds = ds.repeat()
-    ds = (ds.batch(TRANSFORM_BATCH)
-          .map(raw_to_features(tf_transform_output, front),
+    ds = ds.batch(TRANSFORM_BATCH)
+    room_augment = None
+    if training and room.enabled(preset.train):
+        # Each raw batch's index seeds its rooms and noise (models/room.py).
+        room_augment = room.batch_augmenter(
+            preset.train, input_context.input_pipeline_id
+            if input_context is not None else 0)
+        ds = ds.enumerate()
+    ds = (ds.map(raw_to_features(tf_transform_output, front, room_augment),
                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
           .unbatch()
           .map(_element))

