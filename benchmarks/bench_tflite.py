@@ -192,7 +192,17 @@ NOTES = (
     "and values for the host to store; its cost per token follows the "
     "position, not the cap. The SavedModel's tf.while_loop writes its cache "
     "in place and attends over the prefix. Other processes share these "
-    "cores, so ratios move between runs.",)
+    "cores, so ratios move between runs.",
+    "Before the per-layer cache (f9e71ea: the whole cap-long cache in and "
+    "out of every step, written by a one-hot update), this benchmark run "
+    "from f9e71ea's tree on the same machine under the same load "
+    "(2026-12-07, load average 5.4) gave decode ms/token SavedModel / "
+    "float32 / int8 = 4.54 / 2.45 / 1.32 at 1 s, 4.44 / 2.70 / 1.63 at 2 s, "
+    "4.38 / 3.71 / 2.75 at 5 s, 4.96 / 5.56 / 4.17 at 10 s and "
+    "10.07 / 19.38 / 16.91 at 30 s (int8 0.60x the SavedModel at 30 s); "
+    "on a quiet machine (2026-12-02) 3.26 / 2.18 / 1.12, 3.08 / 2.30 / "
+    "1.32, 3.17 / 3.15 / 2.17 and 3.43 / 4.79 / 3.67 at 1, 2, 5 and 10 s "
+    "(0.93x at 10 s).",)
 
 
 def main(argv=None) -> int:
