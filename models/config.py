@@ -209,6 +209,16 @@ TFLITE_MAX_WER_INCREASE: Dict[str, float] = {TFLITE_FLOAT32: 0.002,
 VARIANTS: Tuple[str, ...] = (SAVED_MODEL_VARIANT, *TFLITE_FILES)  # as reported
 # Interpreter threads of `transcribe` (None: TFLite's default).
 TFLITE_THREADS: Optional[int] = None
+# The host's self-attention cache (models/tflite.py, HostCache) is given to
+# each TFLite decode step at a length of a ladder: the first length, then
+# TFLITE_CACHE_GROWTH times the last, at most the segment's decode cap. A
+# step costs what its cache's length costs and each new length re-allocates
+# the interpreter's tensors (two or three steps' time), so doubling keeps a
+# step within twice its position's cost for a handful of re-allocations; a
+# cache as long as the cap made every step of a long segment pay for all of
+# it (int8 slower than the SavedModel at 10 s).
+TFLITE_CACHE_FIRST_LENGTH = 32  # above a 1 s segment's cap: no growing
+TFLITE_CACHE_GROWTH = 2
 
 # --- Splits -----------------------------------------------------------------
 # LibriSpeech subset prefix -> pipeline split name.

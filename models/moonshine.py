@@ -185,20 +185,27 @@ class Attention(keras.layers.Layer):
         v = self._split_heads(self.v_proj(context))
         return (k if rotary is None else apply_rotary(k, rotary)), v
 
-    def attend(self, q, k, v, attention_mask=None):
-        """attention_mask: bool, broadcastable to [B, H, Tq, Tk]."""
+    def scores(self, q, k):
+        """Scaled q k^T [B, H, Tq, Tk], float32."""
         # Softmax in float32 under mixed precision: _MASKED overflows
         # float16, and bfloat16 sums of many small weights lose mass.
-        scores = tf.cast(tf.matmul(q, k, transpose_b=True),
-                         tf.float32) * (self.head_dim ** -0.5)
-        if attention_mask is not None:
-            scores = tf.where(attention_mask, scores, _MASKED)
-        weights = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
-        x = tf.matmul(weights, v)  # [B, H, Tq, D]
+        return tf.cast(tf.matmul(q, k, transpose_b=True),
+                       tf.float32) * (self.head_dim ** -0.5)
+
+    def output(self, x):
+        """Heads [B, H, Tq, D] -> [B, Tq, dim]."""
         x = tf.transpose(x, [0, 2, 1, 3])
         b, t = tf.shape(x)[0], tf.shape(x)[1]
         return self.o_proj(tf.reshape(
             x, tf.stack([b, t, self.n_heads * self.head_dim])))
+
+    def attend(self, q, k, v, attention_mask=None):
+        """attention_mask: bool, broadcastable to [B, H, Tq, Tk]."""
+        scores = self.scores(q, k)
+        if attention_mask is not None:
+            scores = tf.where(attention_mask, scores, _MASKED)
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
+        return self.output(tf.matmul(weights, v))
 
     @_no_autograph
     def call(self, x, context, attention_mask=None, rotary=None):
@@ -282,30 +289,55 @@ class DecoderLayer(keras.layers.Layer):
         return x + self.dropout(h, training=training)
 
     def step(self, x, t, rotary, cache: Tuple[tf.Tensor, tf.Tensor],
-             cross: Tuple[tf.Tensor, tf.Tensor], cross_mask,
-             fixed_shape: bool = False):
-        """One position t: x [B, 1, dim]; cache k, v [B, H, max_len, D].
-
-        fixed_shape: every tensor keeps the cache's shape (a one-hot write,
-        attention over the whole cache with the positions after t masked),
-        which TFLite runs with builtin ops and no per-step reallocation; the
-        default writes with a scatter and attends over the prefix only."""
+             cross: Tuple[tf.Tensor, tf.Tensor], cross_mask):
+        """One position t: x [B, 1, dim]; cache k, v [B, H, max_len, D],
+        written with a scatter, attended over the prefix."""
         h = self.norm1(x)
         k, v = self.self_attention.keys_values(h, rotary)
-        write = _write_cache_one_hot if fixed_shape else _write_cache
-        cache_k, cache_v = write(cache[0], k, t), write(cache[1], v, t)
+        cache_k = _write_cache(cache[0], k, t)
+        cache_v = _write_cache(cache[1], v, t)
         q = self.self_attention.query(h, rotary)
-        if fixed_shape:
-            written = tf.range(tf.shape(cache_k)[2]) <= t  # [max_len]
-            h = self.self_attention.attend(q, cache_k, cache_v, written)
-        else:
-            h = self.self_attention.attend(q, cache_k[:, :, :t + 1],
-                                           cache_v[:, :, :t + 1])
+        h = self.self_attention.attend(q, cache_k[:, :, :t + 1],
+                                       cache_v[:, :, :t + 1])
         x = x + h
         h = self.norm2(x)
         x = x + self.cross_attention.attend(
             self.cross_attention.query(h), cross[0], cross[1], cross_mask)
         return x + self.ffn(self.norm3(x)), (cache_k, cache_v)
+
+    def step_beside_cache(self, x, t, rotary,
+                          cache: Tuple[tf.Tensor, tf.Tensor],
+                          cross: Tuple[tf.Tensor, tf.Tensor]):
+        """step for a host that keeps the cache (models/tflite.py), one
+        utterance: x [1, 1, dim]; cache (keys [1, H, L, D], values
+        transposed [1, H, D, L]) valid before t, any L >= t; cross (keys
+        [1, H, F, D], values transposed [1, H, D, F]), every frame valid.
+        Returns x and position t's (k, v), each [1, H, 1, D], for the host
+        to store.
+
+        Position t attends to itself beside the cache rather than being
+        written into it, so the cache is only read: a step costs what the
+        cache's length L costs, not a write and a copy of the whole cache.
+        Both value matmuls take their right operand transposed, the layout
+        TFLite's BATCH_MATMUL multiplies without transposing it each call.
+        """
+        attention = self.self_attention
+        h = self.norm1(x)
+        k, v = attention.keys_values(h, rotary)
+        q = attention.query(h, rotary)
+        cached = tf.where(tf.range(tf.shape(cache[0])[2]) < t,
+                          attention.scores(q, cache[0]), _MASKED)
+        weights = tf.cast(tf.nn.softmax(
+            tf.concat([cached, attention.scores(q, k)], -1)), v.dtype)
+        h = (tf.matmul(weights[..., :-1], cache[1], transpose_b=True)
+             + weights[..., -1:] * v)
+        x = x + attention.output(h)
+        attention = self.cross_attention
+        weights = tf.cast(tf.nn.softmax(attention.scores(
+            attention.query(self.norm2(x)), cross[0])), cross[1].dtype)
+        x = x + attention.output(tf.matmul(weights, cross[1],
+                                           transpose_b=True))
+        return x + self.ffn(self.norm3(x)), (k, v)
 
 
 def _write_cache(cache: tf.Tensor, new: tf.Tensor, t) -> tf.Tensor:
@@ -314,14 +346,6 @@ def _write_cache(cache: tf.Tensor, new: tf.Tensor, t) -> tf.Tensor:
     b, h = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing="ij")
     index = tf.stack([b, h, tf.fill(tf.shape(b), tf.cast(t, tf.int32))], -1)
     return tf.tensor_scatter_nd_update(cache, index, new[:, :, 0])
-
-
-def _write_cache_one_hot(cache: tf.Tensor, new: tf.Tensor, t) -> tf.Tensor:
-    """_write_cache elementwise: exact, since x * 1 == x and x * 0 == 0 for
-    the finite cache and keys; no scatter op (TFLite has none builtin)."""
-    at = tf.cast(tf.equal(tf.range(tf.shape(cache)[2]), t), cache.dtype)
-    at = at[:, None]  # [max_len, 1], broadcast over batch, heads and dims
-    return cache * (1.0 - at) + new * at
 
 
 # --- Front ends -------------------------------------------------------------
@@ -478,18 +502,30 @@ class Decoder(keras.layers.Layer):
         shape = tf.stack([batch, self.config.n_heads, max_len, self.config.head_dim])
         return [(tf.zeros(shape), tf.zeros(shape)) for _ in self.blocks]
 
-    def step(self, tokens, t, cache, cross, fixed_shape: bool = False):
-        """tokens [B] at position t -> (logits [B, vocab], updated cache);
-        fixed_shape as DecoderLayer.step."""
+    def step(self, tokens, t, cache, cross):
+        """tokens [B] at position t -> (logits [B, vocab], updated cache)."""
         kv, mask = cross
         rotary = self._rotary(tf.reshape(t, [1]))
         x = self.embedding(tokens[:, None])
         new_cache = []
         for block, layer_cache, layer_cross in zip(self.blocks, cache, kv):
             x, layer_cache = block.step(x, t, rotary, layer_cache, layer_cross,
-                                        mask, fixed_shape)
+                                        mask)
             new_cache.append(layer_cache)
         return self._logits(x)[:, 0], new_cache
+
+    def step_beside_cache(self, tokens, t, cache, cross):
+        """tokens [1] at position t -> (logits [1, vocab], position t's
+        (k, v) per layer); cache and cross per layer, as
+        DecoderLayer.step_beside_cache takes them."""
+        rotary = self._rotary(tf.reshape(t, [1]))
+        x = self.embedding(tokens[:, None])
+        new = []
+        for block, layer_cache, layer_cross in zip(self.blocks, cache, cross):
+            x, kv = block.step_beside_cache(x, t, rotary, layer_cache,
+                                            layer_cross)
+            new.append(kv)
+        return self._logits(x)[:, 0], new
 
 
 # --- The model --------------------------------------------------------------

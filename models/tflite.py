@@ -5,21 +5,24 @@ needs it and the loop runs in the host. One .tflite file holds two
 signatures over the same weights:
 
 - `encode` (config.TFLITE_ENCODE_SIGNATURE): float32 16 kHz audio [1, samples]
-  -> `cross_keys_values` [layers, 2, heads, frames, head_dim] (every
-  decoder layer's cross-attention keys and values, computed once),
-  `encoded` [1, frames, dim] and `encoded_length` [1]. The front end is the
-  Transform graph's: the arithmetic of `features.log_mel_spectrogram`
-  (`features.log_mel_frames`) and `preprocessing.normalise_log_mel` with the
-  analysed per-bin statistics (read from the Transform output,
-  `normalisation_statistics`), or the raw samples for the waveform stem.
+  -> every decoder layer's cross-attention `cross_keys` [layers, 1, heads,
+  frames, head_dim] and `cross_values` [layers, 1, heads, head_dim, frames]
+  (transposed), computed once, `encoded` [1, frames, dim] and
+  `encoded_length` [1]. The front end is the Transform graph's: the
+  arithmetic of `features.log_mel_spectrogram` (`features.log_mel_frames`)
+  and `preprocessing.normalise_log_mel` with the analysed per-bin
+  statistics (read from the Transform output, `normalisation_statistics`),
+  or the raw samples for the waveform stem.
 - `decode_step` (config.TFLITE_DECODE_STEP_SIGNATURE): `token` [1] at
-  `position` [] with the self-attention `cache` [layers, 2, heads,
-  max_len, head_dim] and `cross_keys_values` -> `logits` [1, vocab] and the
-  updated `cache`. The cache is written with a one-hot update and attended
-  over whole, masked after `position` (Decoder.step's fixed_shape), so the
-  step has only builtin ops. Its length is the caller's: `LiteModel` sizes
-  it to the segment's decode cap, as the SavedModel sizes its own (so no
-  fixed maximum: the cross keys/values are as long as the audio anyway).
+  `position` [], with per layer i the self-attention cache `cache_keys_i`
+  [1, heads, L, head_dim] and `cache_values_i` [1, heads, head_dim, L]
+  (positions before `position`, any L >= it) and that layer's
+  `cross_keys_i` and `cross_values_i` -> `logits` [1, vocab] and the
+  position's own `keys_values` [layers, 2, heads, head_dim], which the host
+  stores (Decoder.step_beside_cache). The cache goes in only, as long as
+  the host makes it, so a step costs what its position costs; one input per
+  layer, as the official ONNX export's past key/values, because TFLite
+  slices a stacked tensor by copying it.
 
 Every op is a TFLite builtin (tf.signal.stft lowers to RFFT2D, REAL and
 IMAG), so the files need no Flex delegate; `convert` refuses a graph that
@@ -27,13 +30,16 @@ would. int8 quantises the mel filterbank too (a FULLY_CONNECTED weight).
 Variants (config.TFLITE_FILES): float32, and int8 weights by dynamic-range
 quantisation (activations stay float).
 
-`LiteModel` is the host side: greedy decoding with tf.lite.Interpreter's
-signature runners, the decode cap of `decoding.max_tokens_for_duration`,
-and the vocabulary's own detokenisation.
+`LiteModel` is the host side: greedy and beam decoding with
+tf.lite.Interpreter's signature runners, the decode cap of
+`decoding.max_tokens_for_duration`, the cache in NumPy (`HostCache`, grown
+along config.TFLITE_CACHE_FIRST_LENGTH's ladder) and the vocabulary's own
+detokenisation.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -46,13 +52,18 @@ import tensorflow as tf
 from models import config
 
 AUDIO = "audio"
-CROSS_KEYS_VALUES = "cross_keys_values"
+CROSS_KEYS = "cross_keys"
+CROSS_VALUES = "cross_values"
 ENCODED = "encoded"
 ENCODED_LENGTH = "encoded_length"
 TOKEN = "token"
 POSITION = "position"
-CACHE = "cache"
+CACHE_KEYS = "cache_keys"
+CACHE_VALUES = "cache_values"
 LOGITS = "logits"
+KEYS_VALUES = "keys_values"
+# decode_step's per-layer inputs (layer_input names them), in its order.
+LAYER_INPUTS = (CACHE_KEYS, CACHE_VALUES, CROSS_KEYS, CROSS_VALUES)
 
 
 # --- The front end's statistics ---------------------------------------------
@@ -97,21 +108,27 @@ def _chirp(seconds: float) -> np.ndarray:
 
 # --- The graph to convert ---------------------------------------------------
 
-def cache_shape(model_config: config.ModelConfig, max_len) -> List:
-    """[layers, 2 (keys, values), heads, max_len, head_dim] of one
-    utterance (no batch dim: TFLite slices at most 5-D tensors)."""
-    return [model_config.dec_layers, 2, model_config.n_heads, max_len,
-            model_config.head_dim]
+def layer_input(kind: str, layer: int) -> str:
+    """The name of decode_step's input `kind` (LAYER_INPUTS) of one layer."""
+    return f"{kind}_{layer}"
 
 
-def _stack(pairs) -> tf.Tensor:
-    """Per-layer (k, v) [1, H, T, D] -> [layers, 2, H, T, D]."""
-    return tf.stack([tf.stack([k[0], v[0]]) for k, v in pairs])
+def _transposed(values: tf.Tensor) -> tf.Tensor:
+    """[1, H, T, D] -> [1, H, D, T], the layout decode_step reads values in."""
+    return tf.transpose(values, [0, 1, 3, 2])
 
 
-def _unstack(stacked: tf.Tensor, layers: int):
-    """_stack's inverse."""
-    return [(stacked[i, 0][None], stacked[i, 1][None]) for i in range(layers)]
+def layer_specs(model_config: config.ModelConfig) -> List[tf.TensorSpec]:
+    """decode_step's per-layer inputs: keys [1, heads, T, head_dim], values
+    [1, heads, head_dim, T]; T is the cache's or the audio's length."""
+    keys = [1, model_config.n_heads, None, model_config.head_dim]
+    values = [1, model_config.n_heads, model_config.head_dim, None]
+    shapes = {CACHE_KEYS: keys, CACHE_VALUES: values, CROSS_KEYS: keys,
+              CROSS_VALUES: values}
+    return [tf.TensorSpec(shapes[kind], tf.float32,
+                          name=layer_input(kind, layer))
+            for kind in LAYER_INPUTS
+            for layer in range(model_config.dec_layers)]
 
 
 def front_end(model, statistics, audio):
@@ -138,17 +155,28 @@ def signatures(model, statistics: Optional[Tuple] = None):
         inputs, lengths = front_end(model, statistics, audio)
         encoded, encoded_lengths = model.encode(inputs, lengths)
         kv, _ = model.decoder.cross_keys_values(encoded, encoded_lengths)
-        return {CROSS_KEYS_VALUES: _stack(kv), ENCODED: encoded,
-                ENCODED_LENGTH: encoded_lengths}
+        heads = model.model_config.n_heads
+        head_dim = model.model_config.head_dim
+        # Reshaped to the static dims decode_step's inputs declare (the
+        # encoder loses the batch's 1).
+        return {CROSS_KEYS: tf.reshape(tf.stack([k for k, _ in kv]),
+                                       [layers, 1, heads, -1, head_dim]),
+                CROSS_VALUES: tf.reshape(
+                    tf.stack([_transposed(v) for _, v in kv]),
+                    [layers, 1, heads, head_dim, -1]),
+                ENCODED: encoded, ENCODED_LENGTH: encoded_lengths}
 
-    def decode_step(token, position, cache, cross_keys_values):
+    def decode_step(token, position, *per_layer):
+        keys, values, cross_keys, cross_values = (
+            per_layer[i * layers:(i + 1) * layers]
+            for i in range(len(LAYER_INPUTS)))
         # One utterance: every encoded frame is valid, no cross mask needed.
-        logits, new_cache = model.decoder.step(
-            token, position, _unstack(cache, layers),
-            (_unstack(cross_keys_values, layers), None), fixed_shape=True)
-        return {LOGITS: logits, CACHE: _stack(new_cache)}
+        logits, new = model.decoder.step_beside_cache(
+            token, position, list(zip(keys, values)),
+            list(zip(cross_keys, cross_values)))
+        return {LOGITS: logits, KEYS_VALUES: tf.stack(
+            [tf.stack([k[0, :, 0], v[0, :, 0]]) for k, v in new])}
 
-    kv = cache_shape(model.model_config, None)
     # No autograph: nothing here branches on tensors, and converting would
     # transpile tf_keras's own call code (seconds per signature).
     return (tf.function(encode, autograph=False, input_signature=[
@@ -156,8 +184,7 @@ def signatures(model, statistics: Optional[Tuple] = None):
             tf.function(decode_step, autograph=False, input_signature=[
                 tf.TensorSpec([1], tf.int32, name=TOKEN),
                 tf.TensorSpec([], tf.int32, name=POSITION),
-                tf.TensorSpec(kv, tf.float32, name=CACHE),
-                tf.TensorSpec(kv, tf.float32, name=CROSS_KEYS_VALUES)]))
+                *layer_specs(model.model_config)]))
 
 
 def save_signatures(model, statistics, directory: str) -> None:
@@ -300,9 +327,44 @@ def attach_vocabulary(model: "LiteModel", model_path: str) -> None:
         serving.tf_detokenizer(model.vocabulary, model.learned_pieces)
 
 
+class HostCache:
+    """One hypothesis's self-attention cache, kept by the host between
+    decode steps: keys [layers, 1, heads, L, head_dim] and values [layers,
+    1, heads, head_dim, L] (decode_step's layouts; [i] is layer i's input,
+    contiguous), valid before the next position written. L climbs the
+    ladder of config.TFLITE_CACHE_FIRST_LENGTH up to the decode cap."""
+
+    def __init__(self, layers: int, heads: int, head_dim: int, cap: int):
+        self.cap = cap
+        length = min(config.TFLITE_CACHE_FIRST_LENGTH, max(cap, 1))
+        self.keys = np.zeros([layers, 1, heads, length, head_dim], np.float32)
+        self.values = np.zeros([layers, 1, heads, head_dim, length],
+                               np.float32)
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[3]
+
+    def write(self, position: int, keys_values: np.ndarray) -> None:
+        """Stores decode_step's keys_values [layers, 2, heads, head_dim] of
+        position (the next one), first growing the cache if it is full."""
+        if position >= self.length:
+            grown = min(self.length * config.TFLITE_CACHE_GROWTH, self.cap)
+            pad = max(grown, position + 1) - self.length
+            self.keys = np.pad(self.keys, [(0, 0)] * 3 + [(0, pad), (0, 0)])
+            self.values = np.pad(self.values, [(0, 0)] * 4 + [(0, pad)])
+        self.keys[:, 0, :, position] = keys_values[:, 0]
+        self.values[:, 0, :, :, position] = keys_values[:, 1]
+
+    def copy(self) -> "HostCache":
+        other = copy.copy(self)
+        other.keys, other.values = self.keys.copy(), self.values.copy()
+        return other
+
+
 class LiteModel:
-    """A converted Moonshine in tf.lite.Interpreter: greedy decoding with the
-    loop in Python, one utterance at a time."""
+    """A converted Moonshine in tf.lite.Interpreter: greedy and beam
+    decoding with the loop in Python, one utterance at a time."""
 
     def __init__(self, model_content: bytes, vocabulary: Optional[str] = None,
                  num_threads: Optional[int] = config.TFLITE_THREADS):
@@ -313,6 +375,18 @@ class LiteModel:
             config.TFLITE_ENCODE_SIGNATURE)
         self.step = self.interpreter.get_signature_runner(
             config.TFLITE_DECODE_STEP_SIGNATURE)
+        inputs = self.step.get_input_details()
+        self.layers = sum(n.startswith(CACHE_KEYS + "_") for n in inputs)
+        expected = {TOKEN, POSITION} | {layer_input(kind, i)
+                                        for kind in LAYER_INPUTS
+                                        for i in range(self.layers)}
+        if not self.layers or set(inputs) != expected:
+            raise ValueError(
+                f"its {config.TFLITE_DECODE_STEP_SIGNATURE} signature takes "
+                f"{', '.join(sorted(inputs))}, not this version's per-layer "
+                "cache; export the model again")
+        _, self.heads, _, self.head_dim = (int(d) for d in inputs[
+            layer_input(CACHE_KEYS, 0)]["shape_signature"])
         self.vocabulary = vocabulary
         # The learned vocabulary's pieces (serving.learned_pieces_in).
         self.learned_pieces = None
@@ -325,28 +399,36 @@ class LiteModel:
         """encode's outputs for float32 samples [samples]."""
         return self.encoder(**{AUDIO: np.asarray(audio, np.float32)[None]})
 
-    def _empty_cache(self, cross: np.ndarray, cap: int) -> np.ndarray:
-        shape = list(cross.shape)
-        shape[3] = cap  # [layers, 2, heads, cap, head_dim], as the SavedModel
-        return np.zeros(shape, np.float32)
+    def _cross(self, audio: np.ndarray) -> Dict[str, np.ndarray]:
+        """decode_step's cross inputs of one utterance, by name."""
+        out = self.encode(audio)
+        return {layer_input(kind, i): out[kind][i]
+                for kind in (CROSS_KEYS, CROSS_VALUES)
+                for i in range(self.layers)}
 
-    def _step(self, token: int, position: int, cache: np.ndarray,
-              cross: np.ndarray) -> Dict[str, np.ndarray]:
-        return self.step(**{TOKEN: np.array([token], np.int32),
-                            POSITION: np.array(position, np.int32),
-                            CACHE: cache, CROSS_KEYS_VALUES: cross})
+    def _cache(self, cap: int) -> HostCache:
+        return HostCache(self.layers, self.heads, self.head_dim, cap)
+
+    def _step(self, token: int, position: int, cache: HostCache,
+              cross: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        feeds = {TOKEN: np.array([token], np.int32),
+                 POSITION: np.array(position, np.int32), **cross}
+        for i in range(self.layers):
+            feeds[layer_input(CACHE_KEYS, i)] = cache.keys[i]
+            feeds[layer_input(CACHE_VALUES, i)] = cache.values[i]
+        return self.step(**feeds)
 
     def greedy_tokens(self, audio: np.ndarray,
                       max_tokens: Optional[int] = None) -> List[int]:
         """Token ids as the SavedModel's greedy_decode gives them (no <s>,
         up to and with </s>), capped at max_tokens (default decode_cap)."""
-        cross = self.encode(audio)[CROSS_KEYS_VALUES]
+        cross = self._cross(audio)
         cap = decode_cap(len(audio)) if max_tokens is None else max_tokens
-        cache = self._empty_cache(cross, cap)
+        cache = self._cache(cap)
         token, tokens = config.SOS_ID, []
         for t in range(cap):
             out = self._step(token, t, cache, cross)
-            cache = out[CACHE]
+            cache.write(t, out[KEYS_VALUES])
             token = int(np.argmax(out[LOGITS][0]))  # first maximum, as tf
             tokens.append(token)
             if token == config.EOS_ID:
@@ -364,7 +446,7 @@ class LiteModel:
         k = int(beam_width)
         if k < 1:
             raise ValueError(f"beam_width must be >= 1, got {beam_width}")
-        cross = self.encode(audio)[CROSS_KEYS_VALUES]
+        cross = self._cross(audio)
         cap = decode_cap(len(audio)) if max_tokens is None else max_tokens
         if cap <= 0:
             return []
@@ -372,7 +454,7 @@ class LiteModel:
         neg = np.float32(-1e9)
         pad_only = np.full(vocab, neg, np.float32)
         pad_only[config.PAD_ID] = 0.0
-        caches = [self._empty_cache(cross, cap)] * k
+        caches = [self._cache(cap) for _ in range(k)]
         last = [config.SOS_ID] * k
         seqs: List[List[int]] = [[] for _ in range(k)]
         # Only beam 0 is live at first: the k copies of <s> are one prefix.
@@ -380,23 +462,30 @@ class LiteModel:
         lengths = np.zeros(k, np.int32)
         finished = np.zeros(k, bool)
         for t in range(cap):
-            rows, stepped = [], []
+            rows, stepped = [], {}
             for b in range(k):
                 if finished[b]:
                     rows.append(pad_only)
-                    stepped.append(caches[b])
                 elif t == 0 and b > 0:  # the same prefix as beam 0
                     rows.append(rows[0])
-                    stepped.append(stepped[0])
+                    stepped[b] = stepped[0]
                 else:
                     out = self._step(last[b], t, caches[b], cross)
                     rows.append(_log_softmax(out[LOGITS][0]))
-                    stepped.append(out[CACHE])
+                    stepped[b] = out[KEYS_VALUES]
             total = (scores[:, None] + np.stack(rows)).reshape(-1)
             best = np.argsort(-total, kind="stable")[:k]
             beam, tokens = best // vocab, best % vocab
             scores = total[best]
-            caches = [stepped[b] for b in beam]
+            # A beam goes on with its parent's cache and position t in it;
+            # a parent chosen twice is copied, as the serving graph gathers.
+            for b in set(beam.tolist()) & set(stepped):
+                caches[b].write(t, stepped[b])
+            kept, taken = [], set()
+            for b in beam.tolist():
+                kept.append(caches[b].copy() if b in taken else caches[b])
+                taken.add(b)
+            caches = kept
             seqs = [seqs[b] + [int(tok)] for b, tok in zip(beam, tokens)]
             was_finished = finished[beam]
             lengths = lengths[beam] + (~was_finished).astype(np.int32)

@@ -102,19 +102,33 @@ def test_signatures_have_the_expected_inputs_and_outputs(exported):
     model = _lite(exported[0], config.TFLITE_FLOAT32)
     c = config.get_preset("ci").model
     signatures = model.interpreter.get_signature_list()
+    per_layer = [tflite.layer_input(kind, i) for kind in tflite.LAYER_INPUTS
+                 for i in range(c.dec_layers)]
     assert signatures == {
         config.TFLITE_ENCODE_SIGNATURE: {
             "inputs": [tflite.AUDIO],
-            "outputs": sorted([tflite.CROSS_KEYS_VALUES, tflite.ENCODED,
-                               tflite.ENCODED_LENGTH])},
+            "outputs": sorted([tflite.CROSS_KEYS, tflite.CROSS_VALUES,
+                               tflite.ENCODED, tflite.ENCODED_LENGTH])},
         config.TFLITE_DECODE_STEP_SIGNATURE: {
-            "inputs": sorted([tflite.CACHE, tflite.CROSS_KEYS_VALUES,
-                              tflite.POSITION, tflite.TOKEN]),
-            "outputs": sorted([tflite.CACHE, tflite.LOGITS])}}
+            "inputs": sorted(per_layer + [tflite.POSITION, tflite.TOKEN]),
+            "outputs": sorted([tflite.KEYS_VALUES, tflite.LOGITS])}}
+    keys = [1, c.n_heads, -1, c.head_dim]
+    values = [1, c.n_heads, c.head_dim, -1]  # transposed
     step = model.step.get_input_details()
-    cache = [c.dec_layers, 2, c.n_heads, -1, c.head_dim]
-    assert list(step[tflite.CACHE]["shape_signature"]) == cache
-    assert list(step[tflite.CROSS_KEYS_VALUES]["shape_signature"]) == cache
+    for i in range(c.dec_layers):
+        for kind, shape in ((tflite.CACHE_KEYS, keys),
+                            (tflite.CACHE_VALUES, values),
+                            (tflite.CROSS_KEYS, keys),
+                            (tflite.CROSS_VALUES, values)):
+            assert list(step[tflite.layer_input(kind, i)][
+                "shape_signature"]) == shape
+    assert list(model.step.get_output_details()[tflite.KEYS_VALUES][
+        "shape_signature"]) == [c.dec_layers, 2, c.n_heads, c.head_dim]
+    encoded = model.encoder.get_output_details()
+    assert list(encoded[tflite.CROSS_KEYS]["shape_signature"]) == [
+        c.dec_layers, *keys]
+    assert list(encoded[tflite.CROSS_VALUES]["shape_signature"]) == [
+        c.dec_layers, *values]
     assert list(model.encoder.get_input_details()[tflite.AUDIO][
         "shape_signature"]) == [1, -1]
     assert model.vocab_size == c.vocab_size
@@ -184,6 +198,23 @@ def test_int8_is_small_and_mostly_agrees(exported, saved_model_tokens):
     total = sum(len(t) for t in saved_model_tokens.values())
     print(f"int8 tokens agreeing with the SavedModel's: {same}/{total}")
     assert same >= INT8_MIN_AGREEMENT * total
+
+
+@pytest.mark.slow
+def test_tflite_evaluator_decodes_the_files_as_the_saved_model(exported):
+    """The TFLiteEvaluator's decoders, greedy as the exported SavedModel:
+    the float32 file's (text, tokens) are the SavedModel's."""
+    from components.tflite_evaluator import executor
+    serving_dir = exported[0]
+    saved = executor.saved_model_decoder(serving_dir)
+    lite = {v: executor.tflite_decoder(os.path.join(serving_dir, name),
+                                       config.DecodeConfig(beam_width=1))
+            for v, name in config.TFLITE_FILES.items()}
+    for path in _clips()[:2]:
+        audio = sf.read(path, dtype="float32")[0]
+        assert lite[config.TFLITE_FLOAT32](audio) == saved(audio)
+        text, tokens = lite[config.TFLITE_INT8](audio)
+        assert isinstance(text, str) and tokens > 0
 
 
 def _bad_files(directory):
@@ -283,6 +314,43 @@ def test_missing_or_foreign_tflite_is_a_usage_error(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1
 
 
+def test_a_file_of_the_whole_cache_export_is_a_clear_error(tmp_path,
+                                                           capsys):
+    """A file exported before the per-layer cache (decode_step taking the
+    whole `cache` and `cross_keys_values`) is refused with what to do."""
+    import tensorflow as tf
+    from models import tflite
+    from tools import cli
+
+    def spec(shape, name, dtype=tf.float32):
+        return tf.TensorSpec(shape, dtype, name=name)
+
+    def encode(audio):
+        return {tflite.ENCODED: audio * 2.0}
+
+    def decode_step(token, position, cache, cross_keys_values):
+        return {tflite.LOGITS: tf.cast(token + position, tf.float32)[None],
+                "cache": cache + cross_keys_values}
+    whole = [1, 2, 2, None, 4]
+    saved = str(tmp_path / "old")
+    tf.saved_model.save(tf.Module(), saved, signatures={
+        config.TFLITE_ENCODE_SIGNATURE: tf.function(
+            encode).get_concrete_function(spec([1, None], tflite.AUDIO)),
+        config.TFLITE_DECODE_STEP_SIGNATURE: tf.function(
+            decode_step).get_concrete_function(
+                spec([1], tflite.TOKEN, tf.int32),
+                spec([], tflite.POSITION, tf.int32), spec(whole, "cache"),
+                spec(whole, "cross_keys_values"))})
+    model = tmp_path / "old.tflite"
+    model.write_bytes(tflite.convert(saved, config.TFLITE_FLOAT32))
+    wav = tmp_path / "a.wav"
+    sf.write(wav, ci_serving.noise(1.0), config.SAMPLE_RATE)
+    assert cli.main(["transcribe", "--model", str(model), str(wav)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --model {model}: not a converted Moonshine")
+    assert "export the model again" in err and len(err.strip().splitlines()) == 1
+
+
 def test_vocabulary_without_a_preset_beside_it(tmp_path):
     from models import tflite
     path = str(tmp_path / "m.tflite")
@@ -294,28 +362,45 @@ def test_vocabulary_without_a_preset_beside_it(tmp_path):
         tflite.vocabulary_of(path, 1000)
 
 
-def test_fixed_shape_step_equals_the_scatter_step():
-    """Decoder.step's fixed_shape (one-hot write, whole-cache attention:
-    TFLite's) gives the default step's logits and cache."""
+def test_decode_step_beside_the_host_cache_equals_the_scatter_step():
+    """The decode_step signature (the cache read-only, position t attended
+    beside it) with a HostCache gives the serving step's logits, and the
+    host stores what the serving step's scatter writes; past the first
+    length of the ladder, with the rows not yet written filled with noise
+    (masked, so they must not count)."""
     import tensorflow as tf
+    from models import tflite
     model = ci_serving.random_model(config.get_preset("ci"), listening=True)
-    decoder = model.decoder
-    encoded = tf.random.stateless_normal([1, 7, model.model_config.dim], [1, 2])
+    c, decoder = model.model_config, model.decoder
+    encoded = tf.random.stateless_normal([1, 7, c.dim], [1, 2])
     cross = decoder.cross_keys_values(encoded, tf.constant([7]))
-    scatter_cache = one_hot_cache = decoder.init_cache(1, 5)
+    encode_outputs = {  # as the encode signature gives them
+        tflite.CROSS_KEYS: [k for k, _ in cross[0]],
+        tflite.CROSS_VALUES: [tf.transpose(v, [0, 1, 3, 2])
+                              for _, v in cross[0]]}
+    _, decode_step = tflite.signatures(model)
+    steps = config.TFLITE_CACHE_FIRST_LENGTH + 5
+    serving_cache = decoder.init_cache(1, steps)
+    host = tflite.HostCache(c.dec_layers, c.n_heads, c.head_dim, steps)
+    noise = np.random.default_rng(0)
+    host.keys[:] = noise.normal(size=host.keys.shape)
+    host.values[:] = noise.normal(size=host.values.shape)
     token = tf.constant([config.SOS_ID])
-    for t in range(5):
-        scatter, scatter_cache = decoder.step(token, tf.constant(t),
-                                              scatter_cache, cross)
-        one_hot, one_hot_cache = decoder.step(token, tf.constant(t),
-                                              one_hot_cache, cross,
-                                              fixed_shape=True)
-        np.testing.assert_allclose(one_hot.numpy(), scatter.numpy(),
-                                   rtol=1e-5, atol=1e-5)
-        token = tf.argmax(scatter, axis=-1, output_type=tf.int32)
-    for (k0, v0), (k1, v1) in zip(scatter_cache, one_hot_cache):
-        assert np.array_equal(k0.numpy(), k1.numpy())
-        assert np.array_equal(v0.numpy(), v1.numpy())
+    for t in range(steps):
+        expected, serving_cache = decoder.step(token, tf.constant(t),
+                                               serving_cache, cross)
+        out = decode_step(token, tf.constant(t), *host.keys, *host.values,
+                          *encode_outputs[tflite.CROSS_KEYS],
+                          *encode_outputs[tflite.CROSS_VALUES])
+        np.testing.assert_allclose(out[tflite.LOGITS].numpy(),
+                                   expected.numpy(), rtol=1e-5, atol=1e-5)
+        host.write(t, out[tflite.KEYS_VALUES].numpy())
+        token = tf.argmax(expected, axis=-1, output_type=tf.int32)
+    assert host.length == steps  # grown once, to the cap
+    for i, (keys, values) in enumerate(serving_cache):
+        assert np.array_equal(host.keys[i], keys.numpy())
+        assert np.array_equal(host.values[i],
+                              np.swapaxes(values.numpy(), 2, 3))
 
 
 def test_pusher_holds_back_a_variant_out_of_tolerance(tmp_path):
