@@ -287,6 +287,11 @@ def _hf_map(model) -> Dict[str, Tuple[object, Callable]]:
 
 def to_hf(model) -> Tensors:
     """Our model's weights in Hugging Face names and layout."""
+    if model.model_config.absolute_positions:
+        raise CheckpointError(
+            "a model with absolute encoder positions "
+            "(ModelConfig.absolute_positions) has no Moonshine checkpoint "
+            "form: Moonshine's encoder has rotary positions only")
     return {name: layout(var.numpy())
             for name, (var, layout) in _hf_map(model).items()}
 
@@ -334,6 +339,15 @@ def plan_import(model, checkpoint: Checkpoint
     official BPE and the waveform stem for a 'log_mel' model.
     """
     config = model.model_config
+    if config.absolute_positions:
+        # Moonshine checkpoints (official, Hugging Face) were trained with
+        # rotary positions only: under added sinusoids every layer would see
+        # inputs it never learnt.
+        raise CheckpointError(
+            f"{checkpoint.source}: a Moonshine checkpoint has no absolute "
+            "encoder positions, and this model adds them "
+            "(ModelConfig.absolute_positions): fine-tune a preset without "
+            "them (tiny, base)")
     if checkpoint.n_heads and checkpoint.n_heads != (config.n_heads,) * 2:
         raise CheckpointError(
             f"{checkpoint.source}: {checkpoint.n_heads[0]} encoder / "

@@ -269,3 +269,31 @@ def test_each_worker_reads_its_own_shard(tmp_path, n_files):
     if n_files >= 2:  # whole files: no file is split between workers
         owners = [{r.split("-")[0] for r in shard} for shard in shards]
         assert not owners[0] & owners[1]
+
+
+@pytest.mark.slow
+def test_curriculum_batches_hold_only_short_utterances_first(ci_steps):
+    """The first curriculum_steps training batches hold only utterances of
+    at most curriculum_max_seconds; longer ones come after."""
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(ci_steps.transform_graph.uri)
+    files = [os.path.join(ci_steps.examples.uri, "Split-train", "*.gz")]
+    frames = sorted(data.length_counts(output))
+    # A cut between the corpus's shortest and longest utterance.
+    cut = frames[len(frames) // 2]
+    seconds = cut / FRONT.units_per_second
+    steps = 5
+    preset = tiny_preset(curriculum_steps=steps,
+                         curriculum_max_seconds=seconds)
+    ds = data.make_dataset(files, output, preset, training=True,
+                           batch_size=2)
+    longest = [int(tf.reduce_max(inputs["lengths"]))
+               for inputs, _ in ds.take(steps + 20)]
+    assert max(longest[:steps]) <= cut
+    assert max(longest[steps:]) > cut
+    # Without a curriculum the same seed reaches past the cut at once.
+    plain = data.make_dataset(files, output, tiny_preset(), training=True,
+                              batch_size=2)
+    assert max(int(tf.reduce_max(inputs["lengths"]))
+               for inputs, _ in plain.take(steps)) > cut

@@ -206,3 +206,40 @@ def test_paper_architecture_has_the_official_parameter_count(preset, official):
     assert model.count_params() == official
     # No hidden non-trainable state (the rotary frequencies are computed).
     assert not model.non_trainable_weights
+
+
+def test_sinusoids_are_whispers():
+    """The absolute position codes equal Whisper's `sinusoids` (audio
+    encoder), written out here in NumPy."""
+    length, channels = 50, 80
+    increment = np.log(10_000.0) / (channels // 2 - 1)
+    inv = np.exp(-increment * np.arange(channels // 2))
+    scaled = np.arange(length)[:, None] * inv[None, :]
+    want = np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1)
+    np.testing.assert_allclose(moonshine.sinusoids(length, channels), want,
+                               atol=1e-5)
+
+
+def test_absolute_positions_tell_the_encoder_where_a_frame_is():
+    """The same frame repeated 200 times: with rotary positions alone the
+    encoder sees (away from the edges) nearly the same thing everywhere, as
+    attention scores depend only on offsets; with absolute positions each
+    frame's encoding says where it is. Padding is ignored either way."""
+    keras.utils.set_random_seed(0)
+    rotary_only = moonshine.Moonshine(SMALL)
+    keras.utils.set_random_seed(0)
+    absolute = moonshine.Moonshine(dataclasses.replace(
+        SMALL, absolute_positions=True))
+    assert len(absolute.weights) == len(rotary_only.weights)  # no new weights
+    frames = 200
+    x = tf.tile(_mel(1, 1, seed=2), [1, frames, 1])
+
+    def spread(model):  # across the middle frames, per channel, then mean
+        encoded, _ = model.encode(x, tf.constant([frames]))
+        return float(tf.reduce_mean(tf.math.reduce_std(
+            encoded[0, 10:40], axis=0)))
+    assert spread(absolute) > 10 * spread(rotary_only)
+    n, noisy = 41, _mel(1, 64, seed=5)
+    alone, _ = absolute.encode(noisy[:, :n], tf.constant([n]))
+    padded, length = absolute.encode(noisy, tf.constant([n]))
+    np.testing.assert_allclose(padded[:, :int(length[0])], alone, atol=1e-5)

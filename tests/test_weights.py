@@ -405,3 +405,26 @@ def test_round_trip_through_hf_names(tmp_path):
 
 if __name__ == "__main__":
     _write_official(sys.argv[1])
+
+
+def test_moonshine_checkpoints_refuse_a_model_with_absolute_positions(
+        tmp_path):
+    """Moonshine's weights were trained with rotary positions only: they are
+    neither imported into nor exported from a model that adds sinusoids."""
+    import tf_keras as keras
+
+    from models import config
+    from models import moonshine
+    from models import weights
+
+    keras.utils.set_random_seed(4)
+    cfg = config.get_preset("ci").model
+    path = str(tmp_path / weights.HF_WEIGHTS_FILE)
+    weights.write_safetensors(weights.to_hf(moonshine.Moonshine(cfg)), path)
+    absolute = moonshine.Moonshine(dataclasses.replace(
+        cfg, absolute_positions=True))
+    with pytest.raises(weights.CheckpointError,
+                       match=r"no absolute encoder positions"):
+        weights.plan_import(absolute, weights.read_checkpoint(path))
+    with pytest.raises(weights.CheckpointError, match="rotary positions only"):
+        weights.to_hf(absolute)
