@@ -16,6 +16,7 @@ are switches of ModelConfig: `frontend='waveform'` and
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Dict, Optional, Tuple
 
 # --- Audio ------------------------------------------------------------------
@@ -343,6 +344,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
+    # Teacher forcing with this fraction of the decoder's input tokens
+    # replaced by random ones (training only): on a small corpus the decoder
+    # otherwise learns to predict from the transcript so far and hardly
+    # from the audio, which fails on unseen text.
+    token_noise: float = 0.0
     train_steps: int = 0  # 0: derive from epochs x examples / batch_size
     eval_steps: int = 0  # 0: the whole eval split
     seed: int = 42
@@ -413,7 +419,8 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got "
                                  f"{getattr(self, name)}")
-        for name in ("reverb_probability", "noise_probability"):
+        for name in ("reverb_probability", "noise_probability",
+                     "token_noise"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got "
                                  f"{getattr(self, name)}")
@@ -553,7 +560,10 @@ def get_preset(name: str) -> Preset:
 
 
 def preset_to_dict(preset: Preset) -> dict:
-    return dataclasses.asdict(preset)
+    """The preset as the JSON that carries it to the pipeline's components
+    (ranges as lists), so a dict read back from a component's parameters
+    equals the one written."""
+    return json.loads(json.dumps(dataclasses.asdict(preset)))
 
 
 def preset_from_dict(d: dict) -> Preset:

@@ -70,3 +70,17 @@ def ctc(ctc_logits: tf.Tensor, encoded_lengths: tf.Tensor,
     return tf.reduce_sum(per_example) / tf.maximum(
         tf.reduce_sum(tf.cast(label_lengths, tf.float32)
                       * tf.cast(feasible, tf.float32)), 1.0)
+
+
+def noisy_tokens(tokens: tf.Tensor, rate: float, vocab_size: int
+                 ) -> tf.Tensor:
+    """Teacher-forcing inputs [B, L] with about `rate` of the real tokens
+    after the first replaced by uniformly drawn non-special ids; <s>, PAD
+    and the targets are untouched."""
+    first_real = len(config.SPECIAL_TOKENS)
+    position = tf.range(tf.shape(tokens)[1])[tf.newaxis, :]
+    replace = ((tf.random.uniform(tf.shape(tokens)) < rate)
+               & (position > 0) & tf.not_equal(tokens, config.PAD_ID))
+    drawn = tf.random.uniform(tf.shape(tokens), first_real, vocab_size,
+                              dtype=tokens.dtype)
+    return tf.where(replace, drawn, tokens)

@@ -91,9 +91,12 @@ class Seq2SeqTrainer(keras.Model):
                                                 self.train_config)
         encoded, encoded_lengths = self.moonshine.encode(
             features, lengths, training=training)
+        tokens = inputs["tokens"]
+        if training and self.train_config.token_noise:
+            tokens = losses.noisy_tokens(tokens, self.train_config.token_noise,
+                                         self.model_config.vocab_size)
         logits = tf.cast(self.moonshine.decode(
-            inputs["tokens"], encoded, encoded_lengths, training=training),
-            tf.float32)
+            tokens, encoded, encoded_lengths, training=training), tf.float32)
         ce, accuracy = losses.cross_entropy(
             logits, targets, self.model_config.vocab_size,
             self.train_config.label_smoothing)

@@ -54,3 +54,50 @@ def test_repeated_labels_need_a_frame_between_them():
     grads = tape.gradient(loss, logits)
     assert np.isfinite(loss)
     assert not np.any(grads[0]) and np.any(grads[1])
+
+
+def test_token_noise_replaces_about_its_rate_of_real_inputs_only():
+    tf.random.set_seed(0)
+    batch, length = 64, 40
+    tokens = tf.random.uniform([batch, length], 3, config.VOCAB_SIZE,
+                               dtype=tf.int32)
+    tokens = tf.concat([tf.fill([batch, 1], config.SOS_ID), tokens,
+                        tf.fill([batch, 9], config.PAD_ID)], axis=1)
+    np.testing.assert_array_equal(
+        losses.noisy_tokens(tokens, 0.0, config.VOCAB_SIZE), tokens)
+    noisy = losses.noisy_tokens(tokens, 0.3, config.VOCAB_SIZE).numpy()
+    original = tokens.numpy()
+    np.testing.assert_array_equal(noisy[:, 0], config.SOS_ID)  # <s> kept
+    np.testing.assert_array_equal(noisy[:, -9:], config.PAD_ID)  # PAD kept
+    real = noisy[:, 1:1 + length]
+    assert real.min() >= len(config.SPECIAL_TOKENS)
+    assert real.max() < config.VOCAB_SIZE
+    # A draw equal to the original leaves it: 0.3 * (1 - 1/28) expected.
+    changed = float(np.mean(real != original[:, 1:1 + length]))
+    assert 0.25 < changed < 0.33, changed
+
+
+def test_token_noise_is_training_only():
+    """With augmentation and dropout off, the training and evaluation losses
+    are equal without token noise and differ with it."""
+    import tf_keras as keras
+
+    from conftest import tiny_preset
+    from models import trainer
+
+    rng = np.random.default_rng(1)
+    _, targets = _batch(rng, frames=40)
+    inputs = {"features": tf.constant(rng.standard_normal(
+        [4, 40, config.N_MELS]), tf.float32),
+        "lengths": tf.constant([40, 31, 22, 38]),
+        "tokens": tf.concat([tf.fill([4, 1], config.SOS_ID),
+                             targets[:, :-1]], axis=1)}
+    quiet = dict(freq_masks=0, time_masks=0, time_stretch=0.0, freq_warp=0.0)
+    for noise, equal in ((0.0, True), (0.5, False)):
+        keras.utils.set_random_seed(0)
+        model = trainer.build_trainer(tiny_preset(token_noise=noise, **quiet),
+                                      10)
+        train_ce = float(model._compute_losses(inputs, targets, True)[1])
+        eval_ce = float(model._compute_losses(inputs, targets, False)[1])
+        assert (abs(train_ce - eval_ce) < 1e-6) == equal, (noise, train_ce,
+                                                           eval_ce)
