@@ -525,10 +525,11 @@ PRESETS: Dict[str, Preset] = {
         # 3.6x the optimiser steps of 16 utterances for the same compute,
         # short utterances first teach the decoder to align, and a heavier
         # CTC weight trains the encoder faster (README, "Training quality").
-        TrainConfig(batch_size=16, epochs=32, warmup_steps=300,
+        TrainConfig(batch_size=16, epochs=20, warmup_steps=300,
                     max_lr=2e-3, time_stretch=0.1, freq_warp=0.1,
                     ema_momentum=0.998, batch_seconds=32.0, ctc_weight=0.5,
-                    curriculum_steps=800, curriculum_max_seconds=5.0),
+                    curriculum_steps=600, curriculum_max_seconds=5.0,
+                    token_noise=0.2),
         # Held-out sentences and voices (README, "Training quality"): the
         # trained demo model passes these with margin, while a model that
         # outputs nothing (WER = CER = 1) or one constant text does not.
