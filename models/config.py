@@ -520,16 +520,16 @@ PRESETS: Dict[str, Preset] = {
     "demo": Preset(
         "demo",
         ModelConfig(dim=160, ffn_dim=640, n_heads=4, enc_layers=4,
-                    dec_layers=2, dropout=0.1, absolute_positions=True),
-        # 1-20 s utterances (mean 5.8 s): batches of 32 audio-seconds give
-        # 3.6x the optimiser steps of 16 utterances for the same compute,
-        # short utterances first teach the decoder to align, and a heavier
-        # CTC weight trains the encoder faster (README, "Training quality").
-        TrainConfig(batch_size=16, epochs=20, warmup_steps=300,
+                    dec_layers=2, dropout=0.1),
+        # 36 epochs of batches of 16 fit `make demo` in 25 minutes on 2
+        # cores. On the held-out corpus no recipe tried yet generalises in
+        # that budget (README, "Training quality"): 32-second batches,
+        # a curriculum, CTC weight 0.5, absolute encoder positions and token
+        # noise (all TrainConfig/ModelConfig options) were measured in full
+        # runs and did not beat this one, so it stays as it was.
+        TrainConfig(batch_size=16, epochs=36, warmup_steps=300,
                     max_lr=2e-3, time_stretch=0.1, freq_warp=0.1,
-                    ema_momentum=0.998, batch_seconds=32.0, ctc_weight=0.5,
-                    curriculum_steps=600, curriculum_max_seconds=5.0,
-                    token_noise=0.2),
+                    ema_momentum=0.998),
         # Held-out sentences and voices (README, "Training quality"): the
         # trained demo model passes these with margin, while a model that
         # outputs nothing (WER = CER = 1) or one constant text does not.
