@@ -419,6 +419,9 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got "
                                  f"{getattr(self, name)}")
+        if self.curriculum_max_seconds <= 0:
+            raise ValueError("curriculum_max_seconds must be > 0, got "
+                             f"{self.curriculum_max_seconds}")
         for name in ("reverb_probability", "noise_probability",
                      "token_noise"):
             if not 0.0 <= getattr(self, name) <= 1.0:

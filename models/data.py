@@ -312,9 +312,24 @@ def make_dataset(file_patterns: List[str], tf_transform_output,
                               static_shapes, max_seconds)
     train_cfg = preset.train
     if training and train_cfg.curriculum_steps:
+        _check_curriculum(tf_transform_output, front, train_cfg)
         batches = _short_first(ds, batches, batch_size, front, batch_seconds,
                                static_shapes, max_seconds, train_cfg)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_curriculum(tf_transform_output, front: config.FrontEnd,
+                      train_cfg: config.TrainConfig) -> None:
+    """A curriculum no training utterance fits would wait forever for its
+    first batch: refuse it, from Transform's counts of the lengths."""
+    longest = train_cfg.curriculum_max_seconds * front.units_per_second
+    shortest = min(length_counts(tf_transform_output), default=None)
+    if shortest is None or shortest > longest:
+        raise ValueError(
+            f"curriculum_max_seconds {train_cfg.curriculum_max_seconds:g} is "
+            "shorter than every training utterance (the shortest is "
+            f"{(shortest or 0) / front.units_per_second:.2f} s): raise it, "
+            "or set curriculum_steps to 0")
 
 
 def _short_first(utterances: tf.data.Dataset, batches: tf.data.Dataset,

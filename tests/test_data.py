@@ -292,6 +292,12 @@ def test_curriculum_batches_hold_only_short_utterances_first(ci_steps):
                for inputs, _ in ds.take(steps + 20)]
     assert max(longest[:steps]) <= cut
     assert max(longest[steps:]) > cut
+    # A curriculum no utterance fits is refused, not waited on forever.
+    with pytest.raises(ValueError, match="shorter than every training"):
+        data.make_dataset(files, output, tiny_preset(
+            curriculum_steps=steps,
+            curriculum_max_seconds=0.5 * frames[0] / FRONT.units_per_second),
+            training=True, batch_size=2)
     # Without a curriculum the same seed reaches past the cut at once.
     plain = data.make_dataset(files, output, tiny_preset(), training=True,
                               batch_size=2)
