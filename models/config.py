@@ -526,10 +526,11 @@ PRESETS: Dict[str, Preset] = {
                     dec_layers=2, dropout=0.1),
         # 36 epochs of batches of 16 fit `make demo` in 25 minutes on 2
         # cores. On the held-out corpus no recipe tried yet generalises in
-        # that budget (README, "Training quality"): 32-second batches,
-        # a curriculum, CTC weight 0.5, absolute encoder positions and token
-        # noise (all TrainConfig/ModelConfig options) were measured in full
-        # runs and did not beat this one, so it stays as it was.
+        # that budget (README, "Training quality"): with 32-second batches,
+        # a curriculum, CTC weight 0.5 and absolute encoder positions (all
+        # options) one make demo ran at a 40-minute pace and was stopped;
+        # with token noise too and 20 epochs it fit (23 min) but scored
+        # worse, so the preset stays as it was.
         TrainConfig(batch_size=16, epochs=36, warmup_steps=300,
                     max_lr=2e-3, time_stretch=0.1, freq_warp=0.1,
                     ema_momentum=0.998),
