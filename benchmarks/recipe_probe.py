@@ -81,8 +81,8 @@ def _records(examples: str, split: str, seconds: float, limit: int):
 class Probe:
     """Greedy attention and CTC decoding of fixed utterances."""
 
-    def __init__(self, model, records, tf_transform_output, front):
-        self.model = model
+    def __init__(self, records, tf_transform_output, front):
+        self.model = None  # the trainer, set once it is built
         examples = [tf.train.Example.FromString(r) for r in records]
         self.refs = [e.features.feature[config.TRANSCRIPT_KEY]
                      .bytes_list.value[0].decode() for e in examples]
@@ -146,11 +146,10 @@ def main(argv=None) -> int:
     front = preset.model.front_end
     if args.memorise:
         records = _records(examples, "train", args.memorise, args.utterances)
-        probe_records = records
+        probe = Probe(records, tft_output, front)
         epoch_steps = 100
-        parsed = data.raw_to_features(tft_output, front)(
-            tf.constant(records))
-        train_ds = (tf.data.Dataset.from_tensor_slices(parsed)
+        train_ds = (tf.data.Dataset.from_tensor_slices(
+            (probe.features, probe.lengths, probe.tokens))
                     .map(data._element).repeat().shuffle(len(records))
                     .padded_batch(16, padded_shapes=(
                         {"features": list(front.padded_shape),
@@ -161,9 +160,9 @@ def main(argv=None) -> int:
             training=True)
         epoch_steps = trainer.steps_per_epoch(tft_output, preset,
                                               config.MAX_AUDIO_SECONDS)
-        probe_records = _records(examples, "eval", 0.0, 0)
+        probe = Probe(_records(examples, "eval", 0.0, 0), tft_output, front)
     model = trainer.build_trainer(preset, epoch_steps * args.epochs)
-    probe = Probe(model, probe_records, tft_output, front)
+    probe.model = model
     print(json.dumps({"preset": config.training_dict(preset),
                       "steps_per_epoch": epoch_steps}), flush=True)
     started, done = time.time(), 0

@@ -11,8 +11,9 @@ float32 log-mel through GZIP cost more than computing it
 cheap per epoch as reading them back would be. Augmentation happens on the
 batches inside the train step (models/augment.py), as icefall keeps its data
 module apart from its training loop, except rooms and noise, which act on
-the training waveforms before the features (models/room.py). Lengths are in the front end's unit
-(config.FrontEnd: frames of log-mel, or samples of waveform).
+the training waveforms before the features (models/room.py). Lengths are in
+the front end's unit (config.FrontEnd: frames of log-mel, or samples of
+waveform).
 
 An epoch is the number of batches one pass of the training data fills; it is
 computed from the length counts Transform's analyzers already wrote
@@ -312,17 +313,24 @@ def make_dataset(file_patterns: List[str], tf_transform_output,
                               static_shapes, max_seconds)
     train_cfg = preset.train
     if training and train_cfg.curriculum_steps:
-        _check_curriculum(tf_transform_output, front, train_cfg)
-        batches = _short_first(ds, batches, batch_size, front, batch_seconds,
-                               static_shapes, max_seconds, train_cfg)
+        longest = _curriculum_longest(tf_transform_output, front, train_cfg)
+        short = batch_by_length(
+            ds.filter(lambda x, y: x["lengths"] <= longest), batch_size,
+            front, batch_seconds, static_shapes, max_seconds)
+        # SortaGrad-like (Amodei et al. 2016): an attention decoder learns
+        # to align on short utterances in a few hundred steps, on 10-20 s
+        # ones hardly at all from scratch (it loops on one word).
+        batches = short.take(train_cfg.curriculum_steps).concatenate(batches)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def _check_curriculum(tf_transform_output, front: config.FrontEnd,
-                      train_cfg: config.TrainConfig) -> None:
-    """A curriculum no training utterance fits would wait forever for its
-    first batch: refuse it, from Transform's counts of the lengths."""
-    longest = train_cfg.curriculum_max_seconds * front.units_per_second
+def _curriculum_longest(tf_transform_output, front: config.FrontEnd,
+                        train_cfg: config.TrainConfig) -> int:
+    """The longest input (front-end units) the curriculum's batches hold.
+
+    A curriculum no training utterance fits would wait forever for its first
+    batch: it is refused, from Transform's counts of the lengths."""
+    longest = int(train_cfg.curriculum_max_seconds * front.units_per_second)
     shortest = min(length_counts(tf_transform_output), default=None)
     if shortest is None or shortest > longest:
         raise ValueError(
@@ -330,23 +338,4 @@ def _check_curriculum(tf_transform_output, front: config.FrontEnd,
             "shorter than every training utterance (the shortest is "
             f"{(shortest or 0) / front.units_per_second:.2f} s): raise it, "
             "or set curriculum_steps to 0")
-
-
-def _short_first(utterances: tf.data.Dataset, batches: tf.data.Dataset,
-                 batch_size: int, front: config.FrontEnd,
-                 batch_seconds: float, static_shapes: bool,
-                 max_seconds: float,
-                 train_cfg: config.TrainConfig) -> tf.data.Dataset:
-    """The first curriculum_steps batches from utterances of at most
-    curriculum_max_seconds only, then `batches`.
-
-    An attention decoder learns to align on short utterances in a few
-    hundred steps, on 10-20 s ones hardly at all from scratch (it loops on
-    one word): the short ones teach it where to look first, as SortaGrad
-    (Amodei et al. 2016) orders a first epoch by length.
-    """
-    longest = int(train_cfg.curriculum_max_seconds * front.units_per_second)
-    short = utterances.filter(lambda x, y: x["lengths"] <= longest)
-    short = batch_by_length(short, batch_size, front, batch_seconds,
-                            static_shapes, max_seconds)
-    return short.take(train_cfg.curriculum_steps).concatenate(batches)
+    return longest
