@@ -98,7 +98,7 @@ class Probe:
         tokens = decoding.greedy_decode(
             moonshine, encoded, encoded_lengths,
             decoding.max_tokens_for_duration(durations))
-        return tokens, self.model.ctc_head(encoded), encoded_lengths
+        return tokens, moonshine.ctc_logits(encoded), encoded_lengths
 
     @staticmethod
     def _text(ids) -> str:

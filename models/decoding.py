@@ -14,6 +14,10 @@ recomputes the whole prefix every step (the reference the tests compare with).
 
 `beam_search_decode` is the same loop over beam_width hypotheses per row
 (the caches reordered by a gather each step); beam_width 1 equals greedy.
+
+`ctc_best_path` decodes without the decoder (config.CTC_DECODING): the CTC
+head's most likely token per frame, repeats merged, blanks dropped, in one
+pass and the same output format.
 """
 
 from __future__ import annotations
@@ -162,3 +166,23 @@ def beam_search_decode(model, encoded, encoded_lengths, max_tokens,
             tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
         best = tf.argmax(normalised, axis=1, output_type=tf.int32)
         return tf.gather(seqs, best, batch_dims=1)[:, :t]
+
+
+def ctc_best_path(ctc_logits, encoded_lengths) -> tf.Tensor:
+    """CTC logits [B, T, vocab] over encoded_lengths [B] valid frames ->
+    token ids [B, N] int32, in greedy_decode's format: each frame's argmax
+    (the first maximum), a repeat of the previous frame's merged, blanks
+    (PAD's id) and the other specials dropped, then </s>, then PAD."""
+    with tf.name_scope("ctc_best_path"):
+        best = tf.argmax(ctc_logits, axis=-1, output_type=tf.int32)
+        frames = tf.shape(best)[1]
+        valid = tf.sequence_mask(tf.cast(encoded_lengths, tf.int32), frames)
+        previous = tf.pad(best[:, :-1], [[0, 0], [1, 0]],
+                          constant_values=config.PAD_ID)
+        # A label repeated in the transcript has a blank between its frames,
+        # so merging equal neighbours keeps it twice.
+        keep = (valid & tf.not_equal(best, previous)
+                & (best >= len(config.SPECIAL_TOKENS)))
+        ids = tf.ragged.boolean_mask(best, keep)
+        eos = tf.fill(tf.stack([ids.nrows(), 1]), config.EOS_ID)
+        return tf.concat([ids, eos], axis=1).to_tensor(config.PAD_ID)

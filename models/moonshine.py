@@ -533,7 +533,8 @@ class Decoder(keras.layers.Layer):
 class Moonshine(keras.Model):
     """Moonshine speech-to-text: encode(audio features) -> decode(tokens)."""
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, with_ctc_head: bool = False,
+                 **kwargs):
         if isinstance(config, dict):
             config = ModelConfig(**config)
         _check_config(config)
@@ -542,6 +543,14 @@ class Moonshine(keras.Model):
         self.model_config = config
         self.encoder = Encoder(config, name="encoder")
         self.decoder = Decoder(config, name="decoder")
+        # Per-frame token logits over the encoder (the blank is PAD's id:
+        # PAD never appears inside a label): training's auxiliary CTC loss,
+        # and CTC decoding (config.CTC_DECODING). Not in the official model,
+        # and only where asked for: with a 32k vocabulary it is a third of
+        # tiny's parameters.
+        self.ctc_head = (keras.layers.Dense(config.vocab_size,
+                                            name="ctc_head")
+                         if with_ctc_head else None)
         self._build_weights()
 
     output_lengths = staticmethod(output_lengths)
@@ -555,6 +564,11 @@ class Moonshine(keras.Model):
     def decode(self, tokens, encoded, encoded_lengths, training=False):
         """Teacher forcing: tokens [B, L] -> logits [B, L, vocab_size]."""
         return self.decoder(tokens, encoded, encoded_lengths, training=training)
+
+    @_no_autograph
+    def ctc_logits(self, encoded):
+        """encoded [B, T', dim] -> CTC logits [B, T', vocab_size]."""
+        return self.ctc_head(encoded)
 
     @_no_autograph
     def call(self, inputs, training=False):
@@ -573,9 +587,13 @@ class Moonshine(keras.Model):
         with tf.init_scope():
             self({"features": features, "lengths": tf.constant([length]),
                   "tokens": tf.constant([[cfg.SOS_ID]])})
+            if self.ctc_head is not None:
+                self.ctc_logits(self.encode(features,
+                                            tf.constant([length]))[0])
 
     def get_config(self):
-        return {"config": dataclasses.asdict(self.model_config), "name": self.name}
+        return {"config": dataclasses.asdict(self.model_config),
+                "with_ctc_head": self.ctc_head is not None, "name": self.name}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

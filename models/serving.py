@@ -4,8 +4,8 @@ The Trainer saves the trained weights with the preset they train
 (`save_trained`); the ModelExporter component calls `export_fn`, which adds
 what only serving needs: the Transform layer, the decoding loop (the
 DecodeConfig it is given) and detokenisation. Two signatures share one graph
-path (Transform layer -> encoder -> greedy or beam decoding ->
-detokenisation):
+path (Transform layer -> encoder -> the attention decoder's greedy or beam
+decoding, or the CTC head's best path -> detokenisation):
 - `transcribe`: float32 audio [batch, samples] plus per-example lengths;
 - `serving_default`: serialized tf.Examples in the raw ExampleGen format,
   which is what TFMA's Evaluator feeds.
@@ -66,13 +66,19 @@ def save_trained(model, preset: config.Preset, directory: str) -> None:
         json.dump(config.training_dict(preset), f, indent=2)
 
 
-def load_trained(directory: str):
-    """(Moonshine model with the saved weights, its preset) of save_trained."""
+def load_trained(directory: str, with_ctc_head: bool = False):
+    """(Moonshine model with the saved weights, its preset) of save_trained;
+    with_ctc_head keeps the CTC head training saved (CTC decoding)."""
     from models import moonshine
 
     with tf.io.gfile.GFile(os.path.join(directory, TRAINED_PRESET)) as f:
         preset = config.preset_from_dict(json.load(f))
-    model = moonshine.Moonshine(preset.model)
+    if with_ctc_head and not preset.train.ctc_weight > 0:
+        raise ValueError(
+            f"{directory}: trained with ctc_weight {preset.train.ctc_weight}, "
+            "so its CTC head never learned: decode with the attention "
+            "decoder")
+    model = moonshine.Moonshine(preset.model, with_ctc_head=with_ctc_head)
     model.load_weights(os.path.join(directory, TRAINED_WEIGHTS)
                        ).expect_partial()
     return model, preset
@@ -200,6 +206,9 @@ class MoonshineServingModule(tf.Module):
                 config.TOKENS_OUTPUT_KEY: tf.cast(token_ids, tf.int32)}
 
     def _decode_tokens(self, encoded, encoded_lengths, max_tokens):
+        if self._decode.method == config.CTC_DECODING:
+            return decoding.ctc_best_path(self.model.ctc_logits(encoded),
+                                          encoded_lengths)
         if self._decode.beam_width == 1:
             return decoding.greedy_decode(self.model, encoded, encoded_lengths,
                                           max_tokens)
@@ -258,7 +267,9 @@ def export_fn(args: ExportArgs) -> None:
 
     from models import tflite
 
-    model, preset = load_trained(args.trained_model_dir)
+    model, preset = load_trained(
+        args.trained_model_dir,
+        with_ctc_head=args.decode.method == config.CTC_DECODING)
     preset = dataclasses.replace(preset, decode=args.decode)
     tft_output = tft.TFTransformOutput(args.transform_output)
     export_serving_model(model, tft_output, preset, args.serving_model_dir)

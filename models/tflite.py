@@ -7,8 +7,10 @@ signatures over the same weights:
 - `encode` (config.TFLITE_ENCODE_SIGNATURE): float32 16 kHz audio [1, samples]
   -> every decoder layer's cross-attention `cross_keys` [layers, 1, heads,
   frames, head_dim] and `cross_values` [layers, 1, heads, head_dim, frames]
-  (transposed), computed once, `encoded` [1, frames, dim] and
-  `encoded_length` [1]. The front end is the Transform graph's: the
+  (transposed), computed once, `encoded` [1, frames, dim],
+  `encoded_length` [1], and for a model exported to decode with its CTC
+  head, that head's `ctc_logits` [1, frames, vocab] (all that CTC decoding
+  needs). The front end is the Transform graph's: the
   arithmetic of `features.log_mel_spectrogram` (`features.log_mel_frames`)
   and `preprocessing.normalise_log_mel` with the analysed per-bin
   statistics (read from the Transform output, `normalisation_statistics`),
@@ -31,7 +33,8 @@ Variants (config.TFLITE_FILES): float32, and int8 weights by dynamic-range
 quantisation (activations stay float).
 
 `LiteModel` is the host side: greedy and beam decoding with
-tf.lite.Interpreter's signature runners, the decode cap of
+tf.lite.Interpreter's signature runners (or the CTC head's best path from
+`encode` alone), the decode cap of
 `decoding.max_tokens_for_duration`, the cache in NumPy (`HostCache`, grown
 along config.TFLITE_CACHE_FIRST_LENGTH's ladder) and the vocabulary's own
 detokenisation.
@@ -56,6 +59,7 @@ CROSS_KEYS = "cross_keys"
 CROSS_VALUES = "cross_values"
 ENCODED = "encoded"
 ENCODED_LENGTH = "encoded_length"
+CTC_LOGITS = "ctc_logits"
 TOKEN = "token"
 POSITION = "position"
 CACHE_KEYS = "cache_keys"
@@ -159,12 +163,15 @@ def signatures(model, statistics: Optional[Tuple] = None):
         head_dim = model.model_config.head_dim
         # Reshaped to the static dims decode_step's inputs declare (the
         # encoder loses the batch's 1).
-        return {CROSS_KEYS: tf.reshape(tf.stack([k for k, _ in kv]),
-                                       [layers, 1, heads, -1, head_dim]),
-                CROSS_VALUES: tf.reshape(
-                    tf.stack([_transposed(v) for _, v in kv]),
-                    [layers, 1, heads, head_dim, -1]),
-                ENCODED: encoded, ENCODED_LENGTH: encoded_lengths}
+        out = {CROSS_KEYS: tf.reshape(tf.stack([k for k, _ in kv]),
+                                      [layers, 1, heads, -1, head_dim]),
+               CROSS_VALUES: tf.reshape(
+                   tf.stack([_transposed(v) for _, v in kv]),
+                   [layers, 1, heads, head_dim, -1]),
+               ENCODED: encoded, ENCODED_LENGTH: encoded_lengths}
+        if model.ctc_head is not None:
+            out[CTC_LOGITS] = model.ctc_logits(encoded)
+        return out
 
     def decode_step(token, position, *per_layer):
         keys, values, cross_keys, cross_values = (
@@ -501,9 +508,23 @@ class LiteModel:
         return (seq[:seq.index(config.EOS_ID) + 1]
                 if config.EOS_ID in seq else seq)
 
+    def ctc_tokens(self, audio: np.ndarray) -> List[int]:
+        """Token ids as the SavedModel's decoding.ctc_best_path gives them
+        (up to and with </s>), from `encode` alone."""
+        out = self.encode(audio)
+        if CTC_LOGITS not in out:
+            raise ValueError(
+                f"its {config.TFLITE_ENCODE_SIGNATURE} signature has no "
+                f"{CTC_LOGITS!r} output, which CTC decoding needs; export "
+                f"the model to decode with {config.CTC_DECODING!r}")
+        return ctc_best_path(out[CTC_LOGITS][0],
+                             int(out[ENCODED_LENGTH][0])) + [config.EOS_ID]
+
     def tokens(self, audio: np.ndarray,
                decode: Optional[config.DecodeConfig] = None) -> List[int]:
         """Token ids decoded as `decode` says (default: greedy)."""
+        if decode is not None and decode.method == config.CTC_DECODING:
+            return self.ctc_tokens(audio)
         if decode is None or decode.beam_width == 1:
             return self.greedy_tokens(audio)
         return self.beam_tokens(audio, decode.beam_width,
@@ -519,6 +540,15 @@ class LiteModel:
     def transcribe(self, audio: np.ndarray,
                    decode: Optional[config.DecodeConfig] = None) -> str:
         return self.detokenize(self.tokens(audio, decode))
+
+
+def ctc_best_path(logits: np.ndarray, frames: int) -> List[int]:
+    """decoding.ctc_best_path of one utterance's CTC logits [T, vocab]
+    (its first `frames`), without the </s>."""
+    best = np.argmax(logits[:frames], axis=-1)  # first maximum, as tf
+    previous = np.concatenate([[config.PAD_ID], best[:-1]])
+    keep = (best != previous) & (best >= len(config.SPECIAL_TOKENS))
+    return [int(t) for t in best[keep]]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -67,12 +67,11 @@ class Seq2SeqTrainer(keras.Model):
     def __init__(self, model_config: config.ModelConfig,
                  train_config: config.TrainConfig, **kwargs):
         super().__init__(**kwargs)
-        self.moonshine = moonshine.Moonshine(model_config)
+        # The CTC head is trained whenever ctc_weight > 0 and saved with
+        # the model: the export keeps it when the model decodes with it.
+        self.moonshine = moonshine.Moonshine(model_config, with_ctc_head=True)
         self.model_config = model_config
         self.train_config = train_config
-        # The CTC blank reuses PAD's id: PAD never appears inside a label.
-        self.ctc_head = keras.layers.Dense(model_config.vocab_size,
-                                           name="ctc_head")
         self.trackers = [keras.metrics.Mean(name=name) for name in
                          ("loss", "ce_loss", "ctc_loss", "token_accuracy")]
 
@@ -101,7 +100,8 @@ class Seq2SeqTrainer(keras.Model):
             logits, targets, self.model_config.vocab_size,
             self.train_config.label_smoothing)
         ctc_weight = self.train_config.ctc_weight
-        ctc = (losses.ctc(tf.cast(self.ctc_head(encoded), tf.float32),
+        ctc = (losses.ctc(tf.cast(self.moonshine.ctc_logits(encoded),
+                                  tf.float32),
                           encoded_lengths, targets,
                           jit_compile=bool(self._jit_compile))
                if ctc_weight > 0 else tf.constant(0.0))
@@ -207,9 +207,8 @@ def build_trainer(preset: config.Preset, total_steps: int,
             if precision == "mixed_float16":
                 optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
             trainer.compile(optimizer=optimizer, jit_compile=jit_compile)
-            # Moonshine creates its weights when constructed; the CTC head
-            # and the optimiser slots are created here.
-            trainer.ctc_head.build([None, preset.model.dim])
+            # Moonshine creates its weights when constructed; the optimiser
+            # slots are created here.
             trainer.optimizer.build(trainer.trainable_variables)
     logging.info("%s: %d trainable parameters (%d in the exported model), "
                  "%s, XLA %s", preset.name, _n_params(trainer),

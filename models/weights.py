@@ -414,7 +414,12 @@ def plan_import(model, checkpoint: Checkpoint
             f"{checkpoint.source}: missing {len(missing)} tensors the model "
             f"needs, e.g. {', '.join(missing[:3])}")
     used = {id(targets[n][0]) for n in assign}
-    initialised = [v.name for v in model.weights if id(v) not in used]
+    # No Moonshine checkpoint has a CTC head (ours, trained with
+    # ctc_weight > 0): it always starts at its initialisation.
+    ours = {id(v) for v in (model.ctc_head.weights if model.ctc_head
+                            else [])}
+    initialised = [v.name for v in model.weights
+                   if id(v) not in used and id(v) not in ours]
     return assign, ImportReport(checkpoint.source, checkpoint.layout,
                                 sorted(assign), skipped, initialised)
 

@@ -81,12 +81,13 @@ class RunOptions:
                 vocabulary: Optional[str] = None,
                 frontend: Optional[str] = None,
                 beam_width: Optional[int] = None,
+                decoding: Optional[str] = None,
                 **fields) -> "RunOptions":
         """The options of a run of preset `preset` with these overrides;
         `fields` are RunOptions fields (None means the default)."""
         given = {k: v for k, v in fields.items() if v is not None}
         return cls(preset=config.get_preset(preset).with_overrides(
-            vocabulary, frontend, beam_width), **given)
+            vocabulary, frontend, beam_width, decoding), **given)
 
     @property
     def splits(self) -> Optional[Dict[str, str]]:

@@ -1,6 +1,7 @@
 """Greedy decoding in the graph: cache vs full recompute, caps, early stop,
 SavedModel round trip."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ V = config.VOCAB_SIZE
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(1)  # Python, NumPy and TF seeds
-    m = moonshine.Moonshine(SMALL)
+    m = moonshine.Moonshine(SMALL, with_ctc_head=True)
     # A random final-norm scale gives a random model varied (not constant,
     # not copy-the-input) outputs under the tied embedding.
     gamma = m.decoder.norm.gamma
@@ -280,3 +281,77 @@ def test_duration_cap_stops_a_decoder_that_never_ends(use_cache):
     assert beam.shape == (3, caps.max())
     np.testing.assert_array_equal(beam != config.PAD_ID,
                                   out != config.PAD_ID)
+
+
+def _one_hot_frames(rows, vocab=V):
+    """Logits [B, T, vocab] whose argmax per frame is rows[b][t] (rows
+    padded with PAD)."""
+    width = max(len(r) for r in rows)
+    ids = [r + [config.PAD_ID] * (width - len(r)) for r in rows]
+    return tf.one_hot(ids, vocab, on_value=5.0, off_value=0.0)
+
+
+def test_ctc_best_path_merges_repeats_and_drops_blanks():
+    from models import tflite
+
+    from models import tokenizer
+
+    blank = config.PAD_ID
+    a, b = tokenizer.encode("AB", add_special_tokens=False)
+    rows = [[a, a, blank, a, b, b, blank],  # "AAB": a blank splits the A's
+            [blank, b, config.EOS_ID, config.SOS_ID, b, blank, a],  # "BBA"
+            [a, b, a, b]]  # only the first 2 frames are valid: "AB"
+    lengths = tf.constant([7, 7, 2])
+    ids = decoding.ctc_best_path(_one_hot_frames(rows), lengths).numpy()
+    eos, pad = config.EOS_ID, config.PAD_ID
+    assert ids.tolist() == [[a, a, b, eos], [b, b, a, eos],
+                            [a, b, eos, pad]]
+    assert ids.dtype == np.int32
+    # The host path (TFLite files) decodes each row the same.
+    logits = _one_hot_frames(rows).numpy()
+    for row, n, expected in zip(logits, lengths.numpy(), ids.tolist()):
+        got = tflite.ctc_best_path(row, int(n)) + [eos]
+        assert got == expected[:len(got)]
+    # Nothing valid, or only blanks: </s> alone.
+    assert decoding.ctc_best_path(_one_hot_frames([[blank, blank]]),
+                                  tf.constant([2])).numpy().tolist() == [[eos]]
+    assert decoding.ctc_best_path(_one_hot_frames([[a]]),
+                                  tf.constant([0])).numpy().tolist() == [[eos]]
+
+
+def test_ctc_best_path_of_the_models_head(model, encoded):
+    """On the model's own CTC head: the argmax path of each row's valid
+    frames, as a per-row reference computes it."""
+    enc, lengths = encoded
+    logits = model.ctc_logits(enc)
+    ids = decoding.ctc_best_path(logits, lengths).numpy()
+    for row, n, got in zip(logits.numpy(), lengths.numpy(), ids.tolist()):
+        best = row[:n].argmax(-1).tolist()
+        collapsed = [t for i, t in enumerate(best)
+                     if (i == 0 or t != best[i - 1])
+                     and t >= len(config.SPECIAL_TOKENS)]
+        assert got[:len(collapsed) + 1] == collapsed + [config.EOS_ID]
+        assert set(got[len(collapsed) + 1:]) <= {config.PAD_ID}
+
+
+def test_decoding_method_is_checked_and_overridable():
+    from tools import cli
+
+    with pytest.raises(ValueError, match="unknown decoding method 'bogus'"):
+        config.DecodeConfig(method="bogus")
+    ci = config.get_preset("ci")
+    assert ci.decode.method == config.ATTENTION_DECODING
+    assert ci.with_overrides(decoding=config.CTC_DECODING
+                             ).decode.method == config.CTC_DECODING
+    # An untrained CTC head would decode noise: refused up front.
+    untrained = dataclasses.replace(
+        ci, train=dataclasses.replace(ci.train, ctc_weight=0.0))
+    with pytest.raises(ValueError, match="ctc_weight > 0"):
+        untrained.with_overrides(decoding=config.CTC_DECODING)
+    options = cli.options_from_args(cli.build_parser().parse_args(
+        ["run", "--preset", "ci", "--decoding", "ctc"]))
+    assert options.preset.decode == dataclasses.replace(
+        ci.decode, method=config.CTC_DECODING)
+    # Round trip through the JSON the ModelExporter is given.
+    assert config.preset_from_dict(config.preset_to_dict(
+        options.preset)).decode.method == config.CTC_DECODING

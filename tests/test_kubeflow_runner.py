@@ -340,6 +340,11 @@ def test_cli_beam_width_reaches_the_exporter_not_the_trainer(tmp_path, capsys):
     spec = Spec(json.loads(out.read_text()))
     decode = json.loads(spec.param("ModelExporter", "decode"))
     assert decode["beam_width"] == 2
+    assert decode["method"] == config.ATTENTION_DECODING
+    assert cli.main(args + ["--decoding", config.CTC_DECODING]) == 0
+    spec = Spec(json.loads(out.read_text()))
+    decode = json.loads(spec.param("ModelExporter", "decode"))
+    assert decode["method"] == config.CTC_DECODING
     # The Trainer sees what training depends on, nothing of decoding.
     preset = json.loads(spec.param("Trainer", "custom_config"))["preset"]
     assert preset == config.training_dict(config.get_preset("tiny"))

@@ -179,6 +179,35 @@ def test_float_beam_tokens_equal_the_saved_models_beam(exported, tmp_path):
 
 
 @pytest.mark.slow
+def test_ctc_decoding_tflite_equals_the_saved_model(exported, tmp_path):
+    """A model exported to decode with its CTC head: the host's best path
+    over `encode`'s CTC logits equals the serving graph's (float32), and a
+    file exported for the attention decoder says it cannot."""
+    import tensorflow as tf
+    from models import tflite
+
+    ctc = config.DecodeConfig(method=config.CTC_DECODING)
+    ctc_dir = str(tmp_path / "ctc" / "1")
+    serving.export_fn(serving.ExportArgs(exported[3], exported[2], ctc_dir,
+                                         ctc))
+    signature = tf.saved_model.load(ctc_dir).signatures[
+        config.TRANSCRIBE_SIGNATURE]
+    lite = _lite(ctc_dir, config.TFLITE_FLOAT32)
+    assert tflite.CTC_LOGITS in lite.encoder.get_output_details()
+    lite_ids, saved_ids = {}, {}
+    for path in _clips():
+        audio = sf.read(path, dtype="float32")[0]
+        lite_ids[path] = lite.tokens(audio, ctc)
+        saved_ids[path] = _saved_model_ids(signature, audio)
+    assert lite_ids == saved_ids
+    # Not vacuous: the tokens depend on the audio.
+    assert len({tuple(t) for t in lite_ids.values()}) > 1
+    audio = sf.read(_clips()[0], dtype="float32")[0]
+    with pytest.raises(ValueError, match="no 'ctc_logits' output"):
+        _lite(exported[0], config.TFLITE_FLOAT32).tokens(audio, ctc)
+
+
+@pytest.mark.slow
 def test_int8_is_small_and_mostly_agrees(exported, saved_model_tokens):
     from models import tflite
     serving_dir = exported[0]

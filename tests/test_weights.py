@@ -382,7 +382,8 @@ def test_cli_init_from_checks_the_vocabulary_it_trains(tmp_path):
 
 
 def test_round_trip_through_hf_names(tmp_path):
-    """Our weights out in HF names and back in are the same model."""
+    """Our weights out in HF names and back in are the same model (but for
+    our CTC head, which Moonshine checkpoints do not hold)."""
     import tf_keras as keras
 
     from models import config
@@ -392,15 +393,18 @@ def test_round_trip_through_hf_names(tmp_path):
     cfg = dataclasses.replace(config.get_preset("ci").model,
                               frontend="waveform")
     keras.utils.set_random_seed(3)
-    source = moonshine.Moonshine(cfg)
+    source = moonshine.Moonshine(cfg, with_ctc_head=True)
     weights.write_safetensors(weights.to_hf(source),
                               str(tmp_path / weights.HF_WEIGHTS_FILE))
     keras.utils.set_random_seed(4)
-    target = moonshine.Moonshine(cfg)
+    target = moonshine.Moonshine(cfg, with_ctc_head=True)
     report = weights.load_initial_weights(target, str(tmp_path))
     assert report.initialised == [] and report.skipped == {}
+    ctc_head = {v.name for v in source.ctc_head.weights}
+    assert ctc_head and not any("ctc" in n for n in weights.to_hf(source))
     for a, b in zip(source.weights, target.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), a.name)
+        if a.name not in ctc_head:
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), a.name)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,13 @@ def _add_run_options(p, default_preset: str) -> None:
                    f"{config.get_preset(config.DEFAULT_PRESET).decode.beam_width}"
                    "); 1 is greedy, the fastest; changing it re-exports "
                    "and re-evaluates without training again")
+    p.add_argument("--decoding", choices=config.DECODING_METHODS,
+                   help="how the exported model decodes, replacing the "
+                   "preset's (demo: "
+                   f"{config.get_preset(config.DEFAULT_PRESET).decode.method}"
+                   f"): {config.ATTENTION_DECODING!r}, the decoder token by "
+                   f"token, or {config.CTC_DECODING!r}, the encoder's CTC "
+                   "head in one pass; re-exports without training again")
     p.add_argument("--split", action="append", metavar="SPLIT=GLOB",
                    help="subset glob per split, repeatable (default: "
                    "train*->train, dev*->eval, test*->test)")
@@ -115,7 +122,7 @@ def options_from_args(args, **fields):
     try:
         return RunOptions.resolve(
             args.preset, vocabulary=args.vocabulary, frontend=args.frontend,
-            beam_width=args.beam_width,
+            beam_width=args.beam_width, decoding=args.decoding,
             split_patterns=_split_patterns(args.split),
             train_steps=args.train_steps, eval_steps=args.eval_steps,
             wer_upper_bound=args.wer_upper_bound,

@@ -218,10 +218,13 @@ def _on_device(summary: Dict) -> str:
                      if "pushed" in v else "n/a"))
     decode = tflite.get("decode") or {}
     vocabulary = (summary.get("vocabulary") or {}).get("name")
+    how = (f"the CTC head's best path"
+           if decode.get("method") == config.CTC_DECODING
+           else f"beam width {_e(decode.get('beam_width'))}")
     return (f"<p>{tflite['variants'][config.SAVED_MODEL_VARIANT]['examples']} "
             f"{_e(tflite['split'])} utterances "
-            f"({_num(tflite.get('audio_seconds'))} s), one at a time, beam "
-            f"width {_e(decode.get('beam_width'))} on every variant"
+            f"({_num(tflite.get('audio_seconds'))} s), one at a time, "
+            f"{how} on every variant"
             + (f", vocabulary {_e(vocabulary)}" if vocabulary else "")
             + ".</p>\n"
             + _table(("variant", "WER", "CER", "MB", "tokens/audio-s",

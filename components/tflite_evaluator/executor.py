@@ -142,6 +142,7 @@ def evaluate_variants(examples_uri: str, split: str, model_dir: str) -> Dict:
             result["wer_increase"] <= result["max_wer_increase"] + 1e-12)
         variants[variant] = result
     return {"split": split, "decode": {
+                "method": preset.decode.method,
                 "beam_width": preset.decode.beam_width,
                 "length_penalty": preset.decode.length_penalty},
             "audio_seconds": round(sum(len(u[2]) for u in utterances)
