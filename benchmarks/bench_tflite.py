@@ -95,7 +95,7 @@ def _build(preset_name: str, threads: int, directory: str) -> dict:
     tflite.save_signatures(model, statistics, lite_dir)
     runners, sizes = {}, {}
     for variant in VARIANTS[1:]:
-        content = tflite.convert(lite_dir, variant)
+        content = tflite.convert(lite_dir, variant, model.model_config.n_mels)
         sizes[variant] = len(content)
         lite = tflite.LiteModel(content, model.model_config.vocabulary,
                                 num_threads=threads)
