@@ -67,9 +67,31 @@ def _interpolate(features: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     return take(low) * (1.0 - frac) + take(high) * frac
 
 
+def stretch_in_place(features: tf.Tensor, lengths: tf.Tensor, rate
+                     ) -> tf.Tensor:
+    """features [B, T, mels] stretched in time by `rate` within the same T
+    frames (linear interpolation at half-pixel centres, as tf.image.resize
+    samples), the rate lowered where the longest utterance would no longer
+    fit: the form of the time stretch an XLA-compiled step can take, whose
+    shapes may not depend on the rate. -> (stretched, the rate applied)."""
+    width = tf.shape(features)[1]
+    longest = tf.cast(tf.maximum(tf.reduce_max(lengths), 1), tf.float32)
+    rate = tf.minimum(rate, tf.cast(width, tf.float32) / longest)
+    source = (tf.range(width, dtype=tf.float32) + 0.5) / rate - 0.5
+    source = tf.clip_by_value(source, 0.0, tf.cast(width - 1, tf.float32))
+    low = tf.floor(source)
+    frac = (source - low)[tf.newaxis, :, tf.newaxis]
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, width - 1)
+    stretched = (tf.gather(features, low, axis=1) * (1.0 - frac)
+                 + tf.gather(features, high, axis=1) * frac)
+    return stretched, rate
+
+
 def perturb(features: tf.Tensor, lengths: tf.Tensor,
-            train_cfg: config.TrainConfig):
-    """Random time stretch (per batch) and mel-axis warp (per utterance).
+            train_cfg: config.TrainConfig, static_shapes: bool = False):
+    """Random time stretch (per batch) and mel-axis warp (per utterance);
+    static_shapes keeps the frame count (stretch_in_place).
 
     Returns the perturbed features and their new lengths in frames.
     """
@@ -77,9 +99,14 @@ def perturb(features: tf.Tensor, lengths: tf.Tensor,
         rate = tf.random.uniform([], 1.0 - train_cfg.time_stretch,
                                  1.0 + train_cfg.time_stretch)
         n_frames = tf.cast(tf.shape(features)[1], tf.float32)
-        new_frames = tf.maximum(tf.cast(tf.round(n_frames * rate), tf.int32), 1)
-        features = tf.image.resize(features[..., tf.newaxis],
-                                   [new_frames, features.shape[-1]])[..., 0]
+        if static_shapes:
+            features, rate = stretch_in_place(features, lengths, rate)
+            new_frames = tf.shape(features)[1]
+        else:
+            new_frames = tf.maximum(
+                tf.cast(tf.round(n_frames * rate), tf.int32), 1)
+            features = tf.image.resize(features[..., tf.newaxis],
+                                       [new_frames, features.shape[-1]])[..., 0]
         lengths = tf.minimum(
             tf.cast(tf.round(tf.cast(lengths, tf.float32) * rate), tf.int32),
             new_frames)
@@ -94,7 +121,7 @@ def perturb(features: tf.Tensor, lengths: tf.Tensor,
 
 
 def augment(features: tf.Tensor, lengths: tf.Tensor,
-            train_cfg: config.TrainConfig):
+            train_cfg: config.TrainConfig, static_shapes: bool = False):
     """The whole training-time augmentation: perturb, then SpecAugment."""
-    features, lengths = perturb(features, lengths, train_cfg)
+    features, lengths = perturb(features, lengths, train_cfg, static_shapes)
     return spec_augment(features, lengths, train_cfg), lengths

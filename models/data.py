@@ -209,7 +209,11 @@ def _pad_axis(x: tf.Tensor, size, value) -> tf.Tensor:
     """x padded with value along axis 1 to size."""
     pad = tf.concat([[[0, 0], [0, size - tf.shape(x)[1]]],
                      tf.zeros([tf.rank(x) - 2, 2], tf.int32)], 0)
-    return tf.pad(x, pad, constant_values=value)
+    padded = tf.pad(x, pad, constant_values=value)
+    # tf.pad forgets every static dimension; the mel axis must stay known
+    # (the layers and the augmentations read it).
+    padded.set_shape(x.shape[:1].concatenate([None]).concatenate(x.shape[2:]))
+    return padded
 
 
 def _static_padding(boundaries: List[int]):

@@ -86,8 +86,10 @@ class Seq2SeqTrainer(keras.Model):
         """(loss, cross-entropy, CTC, token accuracy) of one batch."""
         features, lengths = inputs["features"], inputs["lengths"]
         if training and self.model_config.front_end.augmentable:
-            features, lengths = augment.augment(features, lengths,
-                                                self.train_config)
+            features, lengths = augment.augment(
+                features, lengths, self.train_config,
+                # XLA: no shape may depend on the random stretch.
+                static_shapes=bool(self._jit_compile))
         encoded, encoded_lengths = self.moonshine.encode(
             features, lengths, training=training)
         tokens = inputs["tokens"]

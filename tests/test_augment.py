@@ -1,6 +1,7 @@
 """Training-only augmentation of log-mel batches (models/augment.py)."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models import augment, config
@@ -71,3 +72,28 @@ def test_perturb_stretches_time_and_warps_mels():
     off = config.TrainConfig(time_stretch=0.0, freq_warp=0.0)
     same, _ = augment.perturb(x, lengths, off)
     np.testing.assert_array_equal(same, x)
+
+
+def test_stretch_in_place_is_resize_within_the_same_frames():
+    """The XLA form of the time stretch: the frames tf.image.resize gives,
+    inside the batch's own width, the rate capped so the longest fits."""
+    import tensorflow as tf
+
+    from models import augment
+
+    rng = np.random.default_rng(0)
+    features = tf.constant(rng.standard_normal([2, 30, 8]), tf.float32)
+    valid = features[:, :20]  # utterances of 20 frames, padded to 30
+    lengths = tf.constant([20, 20])
+    stretched, rate = augment.stretch_in_place(
+        tf.concat([valid, tf.zeros([2, 10, 8])], 1), lengths, 1.1)
+    assert stretched.shape == (2, 30, 8) and float(rate) == pytest.approx(1.1)
+    reference = tf.image.resize(valid[..., tf.newaxis], [22, 8])[..., 0]
+    # Up to the last frame, which here blends in the padding after the
+    # utterance (as the dynamic path's resize of a padded batch does for
+    # every utterance shorter than the batch).
+    np.testing.assert_allclose(stretched[:, :21], reference[:, :21],
+                               atol=1e-5)
+    # A rate that would push the longest utterance past the width is capped.
+    _, capped = augment.stretch_in_place(features, tf.constant([28, 5]), 1.2)
+    assert float(capped) == pytest.approx(30 / 28)

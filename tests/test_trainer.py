@@ -234,6 +234,20 @@ def test_an_xla_compiled_train_step_trains_on_static_shapes(tmp_path):
     assert history["loss"][-1] < history["loss"][0]
 
 
+def test_an_xla_step_takes_the_demo_presets_augmentations(tmp_path):
+    """Time stretch and mel warp under XLA (a GPU's default): no shape may
+    depend on the random rate, and the mel axis must stay static."""
+    keras.utils.set_random_seed(0)
+    demo = config.get_preset("demo").train
+    preset = tiny_preset(jit_compile=True, time_stretch=demo.time_stretch,
+                         freq_warp=demo.freq_warp)
+    assert preset.train.time_stretch and preset.train.freq_warp
+    model = trainer.build_trainer(preset, 4)
+    history = trainer.fit(model, _synthetic_dataset(preset, 2), None, 4, 2,
+                          str(tmp_path / "backup"))
+    assert all(np.isfinite(history["loss"]))
+
+
 # --- The waveform front end through the pipeline --------------------------------
 
 @pytest.fixture(scope="module")
