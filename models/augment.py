@@ -8,6 +8,8 @@ perturbation and VTLP (Ko et al. 2015; Jaitly & Hinton 2013), all sized by
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import tensorflow as tf
 
 from models import config
@@ -68,7 +70,7 @@ def _interpolate(features: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
 
 
 def stretch_in_place(features: tf.Tensor, lengths: tf.Tensor, rate
-                     ) -> tf.Tensor:
+                     ) -> Tuple[tf.Tensor, tf.Tensor]:
     """features [B, T, mels] stretched in time by `rate` within the same T
     frames (linear interpolation at half-pixel centres, as tf.image.resize
     samples), the rate lowered where the longest utterance would no longer

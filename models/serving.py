@@ -79,8 +79,17 @@ def load_trained(directory: str, with_ctc_head: bool = False):
             "so its CTC head never learned: decode with the attention "
             "decoder")
     model = moonshine.Moonshine(preset.model, with_ctc_head=with_ctc_head)
-    model.load_weights(os.path.join(directory, TRAINED_WEIGHTS)
-                       ).expect_partial()
+    status = model.load_weights(os.path.join(directory, TRAINED_WEIGHTS))
+    if with_ctc_head:
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError:
+            # A model trained before the CTC head was saved with it would
+            # otherwise decode with a random head.
+            raise ValueError(
+                f"{directory}: its weights hold no trained CTC head: decode "
+                "with the attention decoder, or train it again") from None
+    status.expect_partial()
     return model, preset
 
 

@@ -84,7 +84,8 @@ def random_model(preset: config.Preset, seed: int = 7,
     from models import moonshine
 
     keras.utils.set_random_seed(seed)
-    model = moonshine.Moonshine(preset.model)
+    # With the CTC head training saves, so either decoding can export it.
+    model = moonshine.Moonshine(preset.model, with_ctc_head=True)
     gamma = model.decoder.norm.gamma
     gamma.assign(3.0 * tf.random.stateless_normal(gamma.shape, [seed, 1]))
     if listening:

@@ -268,3 +268,25 @@ def test_garbage_audio_decodes_within_the_duration_cap(signature):
     caps = decoding.max_tokens_for_duration(lengths / RATE).numpy()
     assert ids.shape[1] <= caps.max()
     assert np.all(ids[1, caps[1]:] == config.PAD_ID)
+
+
+def test_ctc_export_refuses_weights_without_a_trained_ctc_head(tmp_path):
+    """Weights saved without a CTC head (a model trained before the head
+    was saved with it) are refused for CTC decoding, not given a random
+    head; the attention decoder still loads them."""
+    import tf_keras as keras
+
+    from models import moonshine
+
+    preset = config.get_preset("ci")
+    keras.utils.set_random_seed(0)
+    serving.save_trained(moonshine.Moonshine(preset.model), preset,
+                         str(tmp_path))
+    with pytest.raises(ValueError, match="no trained CTC head"):
+        serving.load_trained(str(tmp_path), with_ctc_head=True)
+    model, _ = serving.load_trained(str(tmp_path))
+    assert model.ctc_head is None
+    serving.save_trained(moonshine.Moonshine(preset.model, with_ctc_head=True),
+                         preset, str(tmp_path / "with"))
+    model, _ = serving.load_trained(str(tmp_path / "with"), with_ctc_head=True)
+    assert model.ctc_head is not None
