@@ -100,11 +100,11 @@ def perturb(features: tf.Tensor, lengths: tf.Tensor,
     if train_cfg.time_stretch:
         rate = tf.random.uniform([], 1.0 - train_cfg.time_stretch,
                                  1.0 + train_cfg.time_stretch)
-        n_frames = tf.cast(tf.shape(features)[1], tf.float32)
         if static_shapes:
             features, rate = stretch_in_place(features, lengths, rate)
             new_frames = tf.shape(features)[1]
         else:
+            n_frames = tf.cast(tf.shape(features)[1], tf.float32)
             new_frames = tf.maximum(
                 tf.cast(tf.round(n_frames * rate), tf.int32), 1)
             features = tf.image.resize(features[..., tf.newaxis],

@@ -587,9 +587,8 @@ class Moonshine(keras.Model):
         with tf.init_scope():
             self({"features": features, "lengths": tf.constant([length]),
                   "tokens": tf.constant([[cfg.SOS_ID]])})
-            if self.ctc_head is not None:
-                self.ctc_logits(self.encode(features,
-                                            tf.constant([length]))[0])
+            if self.ctc_head is not None:  # over the encoder's dim
+                self.ctc_head.build([None, c.dim])
 
     def get_config(self):
         return {"config": dataclasses.asdict(self.model_config),

@@ -241,14 +241,14 @@ def _float_filterbank(content: bytes, n_mels: int) -> bytes:
     39.0 %, for 60 kB). With a float weight the op runs in float; every
     other weight stays int8. The filterbank is the one weight of shape
     [n_mels, FFT bins]."""
-    from tensorflow.lite.python import schema_py_generated as schema
     import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from models import features
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
     codes = [code.builtinCode or code.deprecatedBuiltinCode
              for code in model.operatorCodes]
-    from models import features
-
     shape = [n_mels, features.NUM_FFT_BINS]
     found = 0
     for graph in model.subgraphs:

@@ -218,7 +218,7 @@ def _on_device(summary: Dict) -> str:
                      if "pushed" in v else "n/a"))
     decode = tflite.get("decode") or {}
     vocabulary = (summary.get("vocabulary") or {}).get("name")
-    how = (f"the CTC head's best path"
+    how = ("the CTC head's best path"
            if decode.get("method") == config.CTC_DECODING
            else f"beam width {_e(decode.get('beam_width'))}")
     return (f"<p>{tflite['variants'][config.SAVED_MODEL_VARIANT]['examples']} "
