@@ -38,6 +38,8 @@ setup(
         "tokenizers==0.20.3",
         "safetensors==0.8.0",
         "h5py==3.16.0",
+        # models/tflite.py edits the converted int8 file's weights in place.
+        "flatbuffers==25.12.19",
         "tensorflow-io==0.37.1",
         "boto3==1.44.8",
         "botocore==1.44.8",
