@@ -30,6 +30,14 @@ N_MELS = 80
 MEL_FMIN = 0.0
 MEL_FMAX = SAMPLE_RATE / 2.0
 LOG_FLOOR = 1e-6  # log(mel + LOG_FLOOR) keeps digital silence finite
+# Transform analyses the log-mel normalisation statistics (80 means and
+# variances) on every LOG_MEL_STATS_EVERY-th utterance of each chapter
+# (utterance numbers 0, 4, 8, ...), not on the whole train split: they settle
+# long before it ends, and the analyse pass then decodes and transforms a
+# quarter of the audio (BENCHMARKS.md, "Data steps at scale"). Every chapter
+# gives its first utterance, so every speaker is in them and no split with
+# audio is left without statistics. 1 analyses every utterance.
+LOG_MEL_STATS_EVERY = 4
 
 # --- Data guards (icefall/ESPnet-style duration filters) --------------------
 MIN_AUDIO_SECONDS = WINDOW_SECONDS  # shorter than one window has no frame

@@ -181,17 +181,24 @@ def _pcm_planes(x) -> tf.Tensor:
     return tf.reshape(x, [-1, 2])
 
 
-def raw_audio(inputs) -> tuple[tf.Tensor, tf.Tensor]:
+def raw_audio(inputs, rows=None) -> tuple[tf.Tensor, tf.Tensor]:
     """Each example's 16 kHz samples as a zero-padded [batch, samples]
     tensor and their lengths, from whichever encoding the example carries:
     the ExampleGen's PCM bytes (config.AUDIO_PCM_KEY, decoded exactly by
     models/pcm.py) or float samples (config.AUDIO_KEY, which the serving
-    signatures pass). A schema may hold only one of the two features."""
+    signatures pass). A schema may hold only one of the two features.
+    `rows` ([batch] bool) keeps only those examples, before decoding."""
+    def kept(*tensors):
+        if rows is None:
+            return tensors
+        return tuple(tf.boolean_mask(t, rows) for t in tensors)
+
     decoded = []
     if config.AUDIO_PCM_KEY in inputs:
-        decoded.append(pcm.tf_decode(_pcm_planes(inputs[config.AUDIO_PCM_KEY])))
+        (planes,) = kept(_pcm_planes(inputs[config.AUDIO_PCM_KEY]))
+        decoded.append(pcm.tf_decode(planes))
     if config.AUDIO_KEY in inputs:
-        decoded.append(_audio_batch(inputs[config.AUDIO_KEY]))
+        decoded.append(kept(*_audio_batch(inputs[config.AUDIO_KEY])))
     if not decoded:
         raise ValueError(f"no audio feature: the raw examples need "
                          f"{config.AUDIO_PCM_KEY!r} or {config.AUDIO_KEY!r}")
@@ -237,22 +244,45 @@ def _flatten_frames(values: tf.Tensor, num_frames: tf.Tensor) -> tf.SparseTensor
     a flat varlen feature plus `num_frames` is the most portable encoding.
     """
     ragged = tf.RaggedTensor.from_tensor(values, lengths=num_frames)
+    # validate=False: the lengths hold by construction, and a validation
+    # assert, being stateful, would run wherever the graph does, making
+    # TFT's analyse pass compute every feature it does not analyse.
     flat = tf.RaggedTensor.from_row_lengths(
         tf.reshape(ragged.flat_values, [-1]),
-        ragged.row_lengths() * tf.cast(tf.shape(values)[2], tf.int64))
+        ragged.row_lengths() * tf.cast(tf.shape(values)[2], tf.int64),
+        validate=False)
     return flat.to_sparse()
 
 
-def log_mel_features(samples, num_samples, n_mels: int = config.N_MELS):
+def stats_rows(utterance_ids: tf.Tensor,
+               every: int = config.LOG_MEL_STATS_EVERY) -> tf.Tensor:
+    """[batch] bool: the utterances the log-mel statistics are analysed on,
+    those whose number within their chapter ("<speaker>-<chapter>-<n>") is
+    a multiple of `every`; an id without that number counts as 0."""
+    number = tf.strings.regex_replace(utterance_ids, r"^.*-", "")
+    number = tf.strings.to_number(tf.where(
+        tf.strings.regex_full_match(number, r"[0-9]{1,18}"), number, "0"),
+        tf.int64)
+    return tf.equal(number % every, 0)
+
+
+def log_mel_features(samples, num_samples, n_mels: int = config.N_MELS,
+                     stats_audio=None):
     """Normalised log-mel from padded raw audio: (varlen flat log_mel,
     num_frames).
 
     The per-bin mean and variance are TFT analyzers over every valid frame of
-    the analysed split; at serving they are constants baked into the graph.
+    `stats_audio` ((samples, num_samples) of the utterances they are analysed
+    on; by default all of them); at serving they are constants baked into
+    the graph, and the statistics' own branch is pruned away with the
+    analyzers.
     """
     log_mel, num_frames = features.log_mel_spectrogram(samples, num_samples,
                                                        n_mels=n_mels)
-    valid = tf.RaggedTensor.from_tensor(log_mel, lengths=num_frames).flat_values
+    stats_mel, stats_frames = (log_mel, num_frames) if stats_audio is None \
+        else features.log_mel_spectrogram(*stats_audio, n_mels=n_mels)
+    valid = tf.RaggedTensor.from_tensor(stats_mel,
+                                        lengths=stats_frames).flat_values
     mean = tft.mean(valid, reduce_instance_dims=False, name="log_mel_mean")
     variance = tft.var(valid, reduce_instance_dims=False, name="log_mel_var")
     normalised = normalise_log_mel(log_mel, mean, variance)
@@ -291,13 +321,20 @@ def preprocessing_fn(inputs, custom_config=None):
     options = _model_options(custom_config)
     front = config.front_end(options["frontend"], options["n_mels"])
     samples, num_samples = raw_audio(inputs)
+    # The analyse pass computes the analyzers' inputs alone: the lengths are
+    # counted from the sample counts (no decoding needed: the PCM planes'
+    # byte lengths), and only the utterances the statistics are analysed on
+    # are decoded and transformed.
     if front.name == config.WAVEFORM_FRONTEND:
         values, lengths = waveform_features(samples, num_samples)
+        _count_lengths(num_samples)
     else:
-        values, lengths = log_mel_features(samples, num_samples,
-                                           front.channels)
+        utterance_ids = _to_dense_1d(inputs[config.UTTERANCE_ID_KEY], b"")
+        values, lengths = log_mel_features(
+            samples, num_samples, front.channels,
+            stats_audio=raw_audio(inputs, stats_rows(utterance_ids)))
+        _count_lengths(features.frames_for_samples(num_samples))
     outputs = {front.feature_key: values, front.length_key: lengths}
-    _count_lengths(lengths)
 
     transcript = _to_dense_1d(inputs[config.TRANSCRIPT_KEY], b"")
     tokens = transcript_tokens(inputs, transcript, options["vocabulary"])

@@ -21,7 +21,7 @@ RAW_SPEC = {
 }
 
 
-def _examples(n=4, seed=0):
+def _examples(n=2 * config.LOG_MEL_STATS_EVERY, seed=0):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -58,17 +58,34 @@ def _log_mel(raw_example):
 
 
 def test_log_mel_is_normalised_with_training_statistics(transformed):
+    """With the statistics of the analysed utterances alone (numbers 0 and
+    LOG_MEL_STATS_EVERY of the chapter), applied to every utterance."""
     raw, data, _ = transformed
-    unnormalised = np.concatenate([_log_mel(r) for r in raw])
+    analysed = [r for r in raw if int(r[config.UTTERANCE_ID_KEY][0].split(
+        b"-")[-1]) % config.LOG_MEL_STATS_EVERY == 0]
+    assert 0 < len(analysed) < len(raw)
+    unnormalised = np.concatenate([_log_mel(r) for r in analysed])
     mean, std = unnormalised.mean(0), np.sqrt(unnormalised.var(0) + 1e-5)
+    everything = np.concatenate([_log_mel(r) for r in raw])
+    assert np.abs(everything.mean(0) - mean).max() > 0.01  # they differ
     for r, d in zip(raw, data):
         expected = (_log_mel(r) - mean) / std
         got = np.asarray(d[config.LOG_MEL_KEY]).reshape(-1, config.N_MELS)
         assert int(d[config.NUM_FRAMES_KEY]) == expected.shape[0]
         np.testing.assert_allclose(got, expected, atol=2e-3)
     stacked = np.concatenate([np.asarray(d[config.LOG_MEL_KEY]).reshape(
-        -1, config.N_MELS) for d in data])
+        -1, config.N_MELS) for d, r in zip(data, raw) if any(
+            r is a for a in analysed)])
     np.testing.assert_allclose(stacked.mean(0), 0.0, atol=1e-3)
+
+
+def test_stats_rows_are_every_nth_utterance_of_a_chapter():
+    ids = tf.constant([b"19-198-0000", b"19-198-0003", b"19-198-0004",
+                       b"103-1240-0012", b"7-8-9", b"", b"odd-id"])
+    every = config.LOG_MEL_STATS_EVERY
+    expected = [True, 3 % every == 0, 4 % every == 0, 12 % every == 0,
+                9 % every == 0, True, True]
+    assert preprocessing.stats_rows(ids).numpy().tolist() == expected
 
 
 def test_transcripts_become_character_ids(transformed):
