@@ -29,7 +29,7 @@ WORKER_PLUGIN = "--beam_plugin=pipeline.beam_worker"
 IN_PROCESS_ARGS = (LOCAL_RUNNER, "--direct_running_mode=in_memory",
                    "--direct_num_workers=1", LOCAL_ENVIRONMENT)
 # Every core of the machine (or of the component's pod), one warm worker
-# process per core: 1.3x one in-process worker on 2 cores (BENCHMARKS.md).
+# process per core: 1.2-1.3x one in-process worker on 2 cores (BENCHMARKS.md).
 EVERY_CORE_ARGS = (POOL_RUNNER, "--direct_running_mode=multi_processing",
                    "--direct_num_workers=0", WORKER_PLUGIN, LOCAL_ENVIRONMENT)
 DEFAULT_LOCAL_ARGS = EVERY_CORE_ARGS
