@@ -224,6 +224,10 @@ class Monitor(threading.Thread):
                     step = running_input(metadata.open_store(
                         self._metadata_path), self._pipeline_name, node)
                     self._progress = ReadProgress(step) if step else None
+                    # Its first line a tick later, with a rate measured
+                    # over it: a step's first seconds read nothing yet
+                    # (the demo's steps printed "0% of its reading").
+                    continue
                 if self._progress is not None and self._node == node:
                     log.info("%s", self._progress.line())
             except Exception:  # pylint: disable=broad-except
