@@ -147,12 +147,12 @@ def floor_child() -> Dict:
     flac_bytes = sum(os.path.getsize(f) for f in flacs)
     # The share of the train split's audio Transform's analyse pass decodes
     # (preprocessing.stats_rows: every LOG_MEL_STATS_EVERY-th utterance).
-    train = {f: sf.info(f).frames for f in glob.glob(
-        os.path.join(CORPUS, "train*", "*", "*", "*.flac"))}
-    stats_fraction = sum(
-        frames for f, frames in train.items()
-        if int(os.path.basename(f).split(".")[0].split("-")[-1])
-        % config.LOG_MEL_STATS_EVERY == 0) / sum(train.values())
+    train = sorted(glob.glob(os.path.join(CORPUS, "train*", "*", "*",
+                                          "*.flac")))
+    frames = np.array([sf.info(f).frames for f in train])
+    analysed = preprocessing.stats_rows(tf.constant(
+        [os.path.basename(f).split(".")[0] for f in train])).numpy()
+    stats_fraction = frames[analysed].sum() / frames.sum()
     return {"audio_seconds": audio_seconds,
             "decode": decode / audio_seconds,
             "log_mel": mel / audio_seconds,
